@@ -1,0 +1,110 @@
+"""The `pipeline` command line: it parses, then calls one stage. Stages never call each other.
+
+Exit codes mean the same in every command:
+  0  success
+  1  the run finished but a bound, a gate or (with --strict) a warning failed
+  2  bad input (config, data, arguments): one line per problem, nothing written
+  3  axolotl or another child process failed (its log is in the run folder)
+  130  interrupted (Ctrl-C or SIGTERM); the run folder is kept, `pipeline train --resume` continues
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.core.errors import ExitCode, UserError
+
+CPU_DEFAULT = ["configs/tiny_cpu.yaml"]
+GPU_DEFAULT = ["configs/lora_style_transfer.yaml", "configs/qlora_style_transfer.yaml"]
+
+
+def default_configs() -> list[str]:
+    """The real configs where CUDA answers, else the embedded tiny one."""
+    import torch
+
+    return GPU_DEFAULT if torch.cuda.is_available() else CPU_DEFAULT
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for this run only (YAML value; dotted keys reach into "
+                        "lists: datasets.0.path=x.jsonl); the user's file is not edited")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="where run folders go (default: $PIPELINE_RUNS_DIR or ./runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Reproducible LoRA/QLoRA fine-tuning on axolotl: check a config in seconds, smoke-test it "
+                    "for a few steps against its bounds, train, merge and evaluate, each run in its own "
+                    "folder with a manifest of what produced it.",
+        epilog=__doc__.split("\n", 2)[2] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("smoke", help="run each config for a few steps and check its bounds",
+                       description="Run each config for --max-steps optimizer steps through axolotl and print "
+                                   "Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput | "
+                                   "Final Loss. With no CONFIG: the shipped GPU configs where CUDA answers, "
+                                   "else configs/tiny_cpu.yaml (a tiny model built locally; no download).")
+    p.add_argument("configs", nargs="*", metavar="CONFIG", help="axolotl YAML files")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="optimizer steps per config (default: the config's pipeline.smoke.max_steps, else 3)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here (default: RUNS/smoke-<time>.json)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per run, through axolotl's accelerate launcher")
+    _common(p)
+
+    p = sub.add_parser("build-model", help="build a pipeline:// model into the cache and print its path",
+                       description="Build pipeline://tiny-llama or pipeline://random/<architecture> (random "
+                                   "weights in a real model's shape) into $PIPELINE_CACHE. Nothing is downloaded.")
+    p.add_argument("ref", help="pipeline://tiny-llama or pipeline://random/llama-3.1-8b")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return int(ExitCode.USAGE)
+    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        for finding in exc.findings:
+            print(finding, file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pipeline.core import config, runs
+
+    if args.command == "smoke":
+        from pipeline import smoke
+
+        return smoke.main(args.configs or default_configs(), max_steps=args.max_steps,
+                          overrides=config.parse_overrides(args.overrides), runs_dir=runs.runs_root(args.runs_dir),
+                          json_path=args.json, gpus=args.gpus)
+    if args.command == "build-model":
+        from pipeline.core import models
+
+        if not models.is_builtin(args.ref):
+            raise UserError.at("<command line>", None, "model-unknown",
+                               f"{args.ref!r} is not a pipeline:// model; use pipeline://tiny-llama")
+        try:
+            print(models.resolve(args.ref, seed=args.seed))
+        except KeyError as exc:
+            raise UserError.at("<command line>", None, "model-unknown", str(exc.args[0])) from None
+        return 0
+    raise AssertionError(args.command)

@@ -1,0 +1,221 @@
+"""Load a user's axolotl YAML, apply overrides, and resolve it into what axolotl will run.
+
+The user's file is never edited. `load` reads it and remembers the line of every key so findings can
+point at `file:line`; `resolve` returns a new dict (plus the project's own `pipeline:` section, which
+axolotl never sees) that the stages write into the run folder and hand to axolotl.
+
+Two resolutions make a config portable between machines:
+- `base_model: pipeline://tiny-llama` (or `pipeline://random/<architecture>`) names a model that
+  pipeline builds locally and deterministically (see `pipeline.core.models`); it becomes a local path.
+- relative dataset paths become absolute paths (relative to the current directory, as axolotl reads
+  them), so the resolved config runs from anywhere, including inside a container.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core.errors import UserError
+
+#: file suffixes that mark a dataset `path` as a local file rather than a hub id
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt")
+#: keys of the project's own section; axolotl never sees it
+PIPELINE_KEY = "pipeline"
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedConfig:
+    """A config as the user wrote it, with the line of every key."""
+
+    path: Path
+    data: dict[str, Any]
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    text: str = ""
+
+    def line(self, *keys: str | int) -> int | None:
+        """Line of a key (1-based), or of its nearest parent that has one."""
+        while keys:
+            if keys in self.lines:
+                return self.lines[keys]
+            keys = keys[:-1]
+        return None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def section(self) -> dict[str, Any]:
+        """The project's own `pipeline:` section (bounds, smoke settings)."""
+        value = self.data.get(PIPELINE_KEY) or {}
+        return value if isinstance(value, dict) else {}
+
+
+def load(path: str | os.PathLike[str]) -> LoadedConfig:
+    """Read a YAML config; a missing file or malformed YAML is a UserError naming file and line."""
+    p = Path(path)
+    if not p.is_file():
+        hint = "check the path" if not p.exists() else "it is a directory, name a .yaml file"
+        raise UserError.at(str(p), None, "config-missing", f"config file not found; {hint}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise UserError.at(str(p), line, "yaml-syntax", f"{problem}; fix the YAML syntax here") from None
+    except yaml.YAMLError as exc:
+        raise UserError.at(str(p), None, "yaml-syntax", f"{exc}; fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError.at(str(p), 1, "yaml-not-mapping", "the config must be a mapping of axolotl keys")
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _collect_lines(node, (), lines)
+    return LoadedConfig(path=p, data=data, lines=lines, text=text)
+
+
+def _collect_lines(node: yaml.Node, prefix: KeyPath, out: dict[KeyPath, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            _collect_lines(value_node, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = (*prefix, i)
+            out[key] = item.start_mark.line + 1
+            _collect_lines(item, key, out)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`key=value` pairs from the command line; values are parsed as YAML (`lr=2e-4`, `bf16=false`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError.at("<command line>", None, "override-syntax",
+                               f"override {item!r} is not key=value; write e.g. --set learning_rate=2e-4")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with dotted keys set (`datasets.0.path=x` reaches into lists)."""
+    result = copy.deepcopy(dict(data))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        target: Any = result
+        for part in parts[:-1]:
+            if isinstance(target, list):
+                target = target[int(part)]
+            else:
+                target = target.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return result
+
+
+@dataclass
+class ResolvedConfig:
+    """What a stage hands to axolotl, and the project's own settings beside it."""
+
+    source: LoadedConfig
+    axolotl: dict[str, Any]
+    settings: dict[str, Any]
+    #: local files the run reads (datasets), for hashing into the manifest
+    data_files: list[Path]
+    #: True when every model and dataset is local, so the hub can be switched off
+    offline: bool
+
+    def dump(self) -> str:
+        header = f"# Resolved by pipeline from {self.source.path} (sha256 {self.source.sha256[:12]}).\n"
+        return header + yaml.safe_dump(self.axolotl, sort_keys=False)
+
+
+def dataset_entries(cfg: Mapping[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(`datasets` or `test_datasets`, index, entry) for every dataset a config names."""
+    out = []
+    for key in ("datasets", "test_datasets"):
+        entries = cfg.get(key) or []
+        if isinstance(entries, list):
+            out.extend((key, i, e) for i, e in enumerate(entries) if isinstance(e, dict))
+    return out
+
+
+def is_local_dataset(entry: Mapping[str, Any]) -> bool:
+    path = str(entry.get("path", ""))
+    return path.endswith(DATA_SUFFIXES) or path.startswith(("/", "./", "../")) or Path(path).exists()
+
+
+def find_data_file(path: str, config_path: Path) -> Path | None:
+    """A dataset path as axolotl reads it (from the current directory), else beside the config or one
+    folder up (configs/ sits next to data/ in a project), so a command works from any directory."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    here = config_path.resolve().parent
+    for base in (Path.cwd(), here, here.parent):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return None
+
+
+def resolve(loaded: LoadedConfig, overrides: Mapping[str, Any] | None = None, *,
+            build_models: bool = True) -> ResolvedConfig:
+    """Apply overrides, resolve model references and dataset paths; raise UserError on what cannot run."""
+    from pipeline.core import models  # models imports torch: only when resolving for a run
+
+    data = apply_overrides(loaded.data, overrides or {})
+    settings = data.pop(PIPELINE_KEY, None) or {}
+    offline = True
+
+    for key in ("base_model", "tokenizer_config", "base_model_config"):
+        ref = data.get(key)
+        if isinstance(ref, str) and models.is_builtin(ref):
+            try:
+                data[key] = str(models.resolve(ref, build=build_models))
+            except KeyError as exc:
+                raise UserError.at(str(loaded.path), loaded.line(key), "model-unknown",
+                                   f"{exc.args[0]}") from None
+        elif isinstance(ref, str) and not Path(ref).exists():
+            offline = False  # a hub id: leave the hub reachable for this run
+
+    data_files: list[Path] = []
+    for key, i, entry in dataset_entries(data):
+        if not is_local_dataset(entry):
+            offline = False
+            continue
+        p = find_data_file(str(entry["path"]), loaded.path)
+        if p is None:
+            raise UserError.at(str(loaded.path), loaded.line(key, i, "path") or loaded.line(key),
+                               "data-missing",
+                               f"{key}[{i}].path {entry['path']!r} does not exist (looked in {Path.cwd()} and "
+                               f"beside the config); fix the path")
+        entry["path"] = str(p)
+        data_files.append(p.resolve())
+    return ResolvedConfig(source=loaded, axolotl=data, settings=settings, data_files=data_files,
+                          offline=offline)

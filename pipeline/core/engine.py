@@ -1,0 +1,113 @@
+"""Launching axolotl on a resolved config, and nothing else: axolotl is the training engine.
+
+One process on one device runs `python -m axolotl.cli.<command> config.yaml` in-process (no accelerate
+re-exec: it does not depend on which `accelerate` is first on PATH). Several GPUs go through axolotl's
+own launcher (`axolotl train --launcher accelerate|torchrun`), which sets up DDP, FSDP or DeepSpeed from
+the config. Output streams to the terminal and into the run's axolotl.log; axolotl's exit status is
+returned unchanged. SIGINT and SIGTERM are passed on to axolotl, which saves nothing on its own, so a
+resumable run relies on the checkpoints it has already written (see `pipeline train --resume`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from pipeline.core import metrics
+
+PLUGIN = "pipeline.core.metrics.MetricsRecorder"
+
+#: settings every run gets unless the config sets them itself
+RUN_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 1,
+    "include_tkps": True,
+}
+
+
+def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path) -> dict[str, Any]:
+    """The config axolotl runs: output into the run folder, the recorder plugin, a shared dataset cache."""
+    cfg = dict(axolotl_cfg)
+    for key, value in RUN_DEFAULTS.items():
+        cfg.setdefault(key, value)
+    cfg["output_dir"] = str(output_dir)
+    # axolotl's default prepared-dataset folder is ./last_run_prepared in the user's directory; a
+    # shared cache keyed by axolotl's own config+data hash lets a second smoke skip tokenisation
+    cfg.setdefault("dataset_prepared_path", str(cache / "prepared"))
+    plugins = list(cfg.get("plugins") or [])
+    if PLUGIN not in plugins:
+        plugins.append(PLUGIN)
+    cfg["plugins"] = plugins
+    return cfg
+
+
+def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        metrics.ENV_FILE: str(metrics_file),
+        "PYTHONUNBUFFERED": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "WANDB_MODE": env.get("WANDB_MODE", "disabled"),
+        "TOKENIZERS_PARALLELISM": "false",
+    })
+    if offline:  # every model and dataset is local: never wait on a hub that may be unreachable
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HF_DATASETS_OFFLINE", "1")
+    # the project's package must import inside axolotl's process (the plugin lives here)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "accelerate",
+            args: list[str] | None = None) -> list[str]:
+    """The axolotl command line for `train`, `merge_lora`, ... on one process or several GPUs."""
+    args = list(args or [])
+    if gpus <= 1:
+        return [sys.executable, "-m", f"axolotl.cli.{subcommand}", str(config), *args]
+    cli = subcommand.replace("_", "-")
+    launcher_args = ["--num_processes", str(gpus)] if launcher == "accelerate" else [f"--nproc_per_node={gpus}"]
+    return [sys.executable, "-m", "axolotl.cli.main", cli, str(config), "--launcher", launcher,
+            *args, "--", *launcher_args]
+
+
+def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str] | None = None,
+        cwd: Path | None = None) -> int:
+    """Run a child, teeing its output to `echo` (the terminal) and `log_path`; forward SIGINT/SIGTERM.
+
+    Returns the child's exit status; a child killed by a signal gives 128 + the signal number.
+    """
+    echo = echo if echo is not None else sys.stdout
+    with log_path.open("ab") as log:
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+                                start_new_session=True)
+
+        def forward(signum: int, _frame: Any) -> None:
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+                log.write(chunk)
+                log.flush()
+                try:
+                    echo.write(chunk.decode("utf-8", "replace"))
+                    echo.flush()
+                except (OSError, ValueError):
+                    pass
+            code = proc.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    return 128 - code if code < 0 else code

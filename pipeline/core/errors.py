@@ -1,0 +1,59 @@
+"""Errors a person can act on.
+
+Every problem with the user's input is reported as one line, `path:line: rule-id: what is wrong; what to
+change`, and the command exits with status 2 before anything is written. Failures of the run itself
+(axolotl's own exit status, a broken bound) use other exit codes; see `ExitCode`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    #: the run finished but a bound, a gate or (with --strict) a warning failed
+    FAILED = 1
+    #: bad input: config, data or arguments; nothing was written
+    USAGE = 2
+    #: the training engine (axolotl) or another child process failed
+    ENGINE = 3
+    #: interrupted by the user or a signal; the run folder is kept for --resume
+    INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a config or a data file."""
+
+    path: str
+    line: int | None
+    rule: str
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.rule}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "line": self.line,
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+        }
+
+
+class UserError(Exception):
+    """Bad input. Printed as one line per finding; exit status 2."""
+
+    def __init__(self, *findings: Finding) -> None:
+        super().__init__("\n".join(str(f) for f in findings))
+        self.findings = list(findings)
+
+    @classmethod
+    def at(cls, path: str, line: int | None, rule: str, message: str) -> UserError:
+        return cls(Finding(str(path), line, rule, message))

@@ -1,0 +1,131 @@
+"""The metrics recorder: an axolotl plugin that writes every logged step to the run's metrics.jsonl.
+
+The resolved config lists `pipeline.core.metrics.MetricsRecorder` under `plugins:`, and the launcher
+passes the file to write in `PIPELINE_METRICS_FILE`. Records, one JSON object a line:
+
+    {"kind": "start", "trainable_params": ..., "total_params": ..., "world_size": ...}
+    {"kind": "train", "step": 3, "loss": ..., "learning_rate": ..., "grad_norm": ..., "tokens_total": ...,
+     "tokens_trainable": ..., "step_time_s": ..., "peak_vram_allocated_gib": ..., "peak_rss_gib": ...}
+    {"kind": "eval", "step": 3, "eval_loss": ...}
+    {"kind": "end", "rank": 0, "peak_vram_allocated_gib": ..., "peak_vram_reserved_gib": ..., ...}
+
+Axolotl resets CUDA's peak-memory counters at every log, so its own `memory/max_allocated` is a per-log
+figure. The recorder reads the counters at the end of each optimizer step, before that reset, and keeps
+a whole-run maximum. On a CPU it records the process's peak resident set size instead. Every rank writes
+its own `end` record (its peaks); only rank 0 writes the per-step records.
+
+Axolotl only logs a plugin that fails to import and trains on, so the launcher treats a metrics file
+without a `start` record as a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from axolotl.integrations.base import BasePlugin
+from transformers import TrainerCallback
+
+ENV_FILE = "PIPELINE_METRICS_FILE"
+GIB = 2**30
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def _peak_rss_gib() -> float:
+    # ru_maxrss is in KiB on Linux: the whole process's peak, model loading included
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+
+
+class _Recorder(TrainerCallback):
+    def __init__(self, path: Path, trainable: int, total: int) -> None:
+        self.path = path
+        self.rank = _rank()
+        self.trainable = trainable
+        self.total = total
+        self.peak_alloc = 0.0
+        self.peak_reserved = 0.0
+        self.step_started: float | None = None
+        self.step_time: dict[int, float] = {}
+        self.started = time.perf_counter()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _sample_memory(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            self.peak_alloc = max(self.peak_alloc, torch.cuda.max_memory_allocated() / GIB)
+            self.peak_reserved = max(self.peak_reserved, torch.cuda.max_memory_reserved() / GIB)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.rank == 0:
+            self._write({"kind": "start", "trainable_params": self.trainable, "total_params": self.total,
+                         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                         "max_steps": state.max_steps, "first_step": state.global_step})
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # called once per optimizer step, after its micro-batches were fetched; eval and checkpoint
+        # saving happen between steps and so stay out of the step time
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._sample_memory()  # synchronises the GPU first, so the step time is the device's too
+        if self.step_started is not None:
+            self.step_time[state.global_step] = time.perf_counter() - self.step_started
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        if self.rank != 0 or not logs:
+            return
+        step = state.global_step
+        if "loss" in logs:
+            record = {
+                "kind": "train",
+                "step": step,
+                "epoch": logs.get("epoch", state.epoch),
+                "loss": logs.get("loss"),
+                "learning_rate": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "tokens_total": logs.get("tokens/total"),
+                "tokens_trainable": logs.get("tokens/trainable"),
+                "step_time_s": self.step_time.get(step),
+                "elapsed_s": time.perf_counter() - self.started,
+                "peak_vram_allocated_gib": self.peak_alloc,
+                "peak_vram_reserved_gib": self.peak_reserved,
+                "peak_rss_gib": _peak_rss_gib(),
+            }
+            self._write(record)
+        elif any(k.startswith("eval_") for k in logs):
+            self._write({"kind": "eval", "step": step, **{k: v for k, v in logs.items() if k.startswith("eval_")}})
+        elif "train_runtime" in logs:
+            self._write({"kind": "summary", "step": step, **logs})
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._sample_memory()
+        self._write({"kind": "end", "rank": self.rank, "step": state.global_step,
+                     "peak_vram_allocated_gib": self.peak_alloc, "peak_vram_reserved_gib": self.peak_reserved,
+                     "peak_rss_gib": _peak_rss_gib()})
+
+
+class MetricsRecorder(BasePlugin):  # type: ignore[misc]
+    """Axolotl plugin: adds the recorder callback when `PIPELINE_METRICS_FILE` is set."""
+
+    def add_callbacks_pre_trainer(self, cfg: Any, model: Any) -> list[Any]:
+        target = os.environ.get(ENV_FILE)
+        if not target:
+            return []
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        return [_Recorder(Path(target), trainable, total)]

@@ -1,0 +1,64 @@
+"""What a run's metrics.jsonl says, in the figures people read (cheap to import: no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> dict[str, Any]:
+    """Losses, parameters, whole-run memory peaks and steady-state throughput of one run.
+
+    Throughput counts every token the model processed (prompt and padding-free completion alike: axolotl's
+    `tokens/total`) over the summed optimizer-step times, leaving out the first `warmup_steps` steps,
+    which carry one-off costs (allocator growth, kernel selection, compilation).
+    """
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval" and r.get("eval_loss") is not None]
+    start = next((r for r in records if r.get("kind") == "start"), {})
+    ends = [r for r in records if r.get("kind") == "end"]
+    summary = next((r for r in reversed(records) if r.get("kind") == "summary"), {})
+
+    peaks_from = ends or train[-1:]
+    out: dict[str, Any] = {
+        "steps": train[-1]["step"] if train else 0,
+        "losses": [r["loss"] for r in train],
+        "first_loss": train[0]["loss"] if train else None,
+        "final_loss": train[-1]["loss"] if train else None,
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "first_eval_loss": evals[0]["eval_loss"] if evals else None,
+        "trainable_params": start.get("trainable_params"),
+        "total_params": start.get("total_params"),
+        "world_size": start.get("world_size", 1),
+        "peak_vram_allocated_gib": max((r.get("peak_vram_allocated_gib") or 0.0 for r in peaks_from), default=None),
+        "peak_vram_reserved_gib": max((r.get("peak_vram_reserved_gib") or 0.0 for r in peaks_from), default=None),
+        "peak_rss_gib": max((r.get("peak_rss_gib") or 0.0 for r in peaks_from), default=None),
+        "per_rank_peak_vram_gib": {str(r.get("rank", 0)): r.get("peak_vram_allocated_gib") for r in ends},
+        "train_runtime_s": summary.get("train_runtime"),
+        "throughput_tok_s": None,
+        "trainable_tok_s": None,
+    }
+    steady = train[warmup_steps:] if len(train) > warmup_steps else train
+    times = [r.get("step_time_s") for r in steady]
+    if steady and all(t for t in times):
+        before = train[len(train) - len(steady) - 1] if len(steady) < len(train) else None
+        total = (steady[-1].get("tokens_total") or 0) - ((before or {}).get("tokens_total") or 0)
+        trainable = (steady[-1].get("tokens_trainable") or 0) - ((before or {}).get("tokens_trainable") or 0)
+        seconds = sum(t for t in times if t)
+        out["throughput_tok_s"] = total / seconds if total else None
+        out["trainable_tok_s"] = trainable / seconds if trainable else None
+        out["steady_steps"] = len(steady)
+    return out
+
+
+def used_gpu(summary: dict[str, Any]) -> bool:
+    return bool(summary.get("peak_vram_allocated_gib"))
+
+
+def human_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.{0 if n >= 100 * size else 1}f}{unit}"
+    return str(n)

@@ -1,0 +1,199 @@
+"""`pipeline smoke`: run each config for a few steps and judge it against its bounds.
+
+The seed's quick test, made repeatable: every config runs `--max-steps` optimizer steps (3 by default)
+through axolotl in its own run folder, and the command prints the table people read it for:
+
+    Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput (tok/s) | Final Loss
+
+Runtime is the whole axolotl process (imports, data preparation, model load, steps). Throughput is
+steady-state tokens per second (all tokens, first step left out). Peak memory is the whole-run peak of
+allocated GPU memory, or the process's peak resident memory on a CPU. The same figures go to
+`smoke.json` in each run folder and to one combined JSON file. A broken bound fails the command (exit 1)
+with one line naming the bound, the limit and the value.
+
+Smoke runs never save checkpoints or evaluate between steps: they measure training, not I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core import bounds, config, engine, models, preflight, runs, summary
+from pipeline.core.errors import ExitCode, UserError
+
+SMOKE_OVERRIDES: dict[str, Any] = {"save_strategy": "no", "eval_strategy": "no"}
+SMOKE_DROPS = ("evals_per_epoch", "saves_per_epoch", "eval_steps", "save_steps", "save_total_limit",
+               "resume_from_checkpoint", "auto_resume_from_checkpoints")
+
+
+@dataclass
+class Result:
+    config: str
+    run: str
+    exit_code: int
+    runtime_s: float
+    summary: dict[str, Any]
+    verdicts: list[bounds.Verdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and all(v.ok for v in self.verdicts)
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.summary
+        on_gpu = summary.used_gpu(s)
+        return {
+            "config": self.config,
+            "run": self.run,
+            "exit_code": self.exit_code,
+            "runtime_s": round(self.runtime_s, 2),
+            "device": "gpu" if on_gpu else "cpu",
+            "peak_memory_gib": s.get("peak_vram_allocated_gib") if on_gpu else s.get("peak_rss_gib"),
+            "peak_memory_kind": "vram_allocated" if on_gpu else "rss",
+            "peak_vram_reserved_gib": s.get("peak_vram_reserved_gib") if on_gpu else None,
+            "trainable_params": s.get("trainable_params"),
+            "throughput_tok_s": s.get("throughput_tok_s"),
+            "trainable_tok_s": s.get("trainable_tok_s"),
+            "first_loss": s.get("first_loss"),
+            "final_loss": s.get("final_loss"),
+            "losses": s.get("losses"),
+            "steps": s.get("steps"),
+            "bounds": [v.as_dict() for v in self.verdicts],
+            "ok": self.ok,
+        }
+
+
+def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[config.LoadedConfig, list[Any]]]:
+    """Load and check every config before running any, so bad input fails before a GPU-minute is spent."""
+    loaded, problems = [], []
+    for p in paths:
+        try:
+            cfg = config.load(p)
+        except UserError as exc:
+            problems += exc.findings
+            continue
+        found = preflight.findings(cfg)
+        problems += preflight.errors(found)
+        loaded.append((cfg, [f for f in found if f.severity != "error"]))
+        try:
+            config.resolve(cfg, overrides, build_models=False)
+        except UserError as exc:
+            problems += exc.findings
+    if problems:
+        raise UserError(*problems)
+    return loaded
+
+
+def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
+            gpus: int = 1) -> Result:
+    smoke_settings = cfg.section.get("smoke") or {}
+    steps = max_steps or int(smoke_settings.get("max_steps", 3))
+    merged = {**SMOKE_OVERRIDES, "max_steps": steps, **overrides}
+    resolved = config.resolve(cfg, merged)
+    for key in SMOKE_DROPS:
+        if key not in overrides:
+            resolved.axolotl.pop(key, None)
+
+    run = runs.create(runs_dir, cfg.name, "smoke")
+    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir())
+    resolved_text = f"# Resolved by pipeline smoke from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
+    runs.write_atomic(run.path / "config.yaml", resolved_text)
+    runs.write_atomic(run.path / "source.yaml", cfg.text)
+    runs.start_manifest(run, stage="smoke", config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
+                        resolved_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
+                        data_files=resolved.data_files, max_steps=steps, world_size=gpus,
+                        bounds=cfg.section.get("bounds") or {})
+
+    started = time.perf_counter()
+    code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus),
+                      engine.environment(run.metrics_path, resolved.offline), run.path / "axolotl.log")
+    runtime = time.perf_counter() - started
+
+    records = run.metrics()
+    if code == 0 and not any(r.get("kind") == "start" for r in records):
+        print(f"{cfg.path}: metrics-missing: axolotl ran but the metrics recorder did not load "
+              f"(see {run.path / 'axolotl.log'}); is the pipeline package importable there?", file=sys.stderr)
+        code = int(ExitCode.ENGINE)
+    s = summary.summarize(records)
+    verdicts = bounds.evaluate(cfg.section.get("bounds"), s) if code == 0 else []
+    result = Result(str(cfg.path), run.name, code, runtime, s, verdicts)
+    runs.write_json(run.path / "smoke.json", result.as_dict())
+    status = "succeeded" if result.ok else ("failed" if code in (0, 1) else
+                                            "interrupted" if code in (130, 143) else "failed")
+    runs.finish_manifest(run, status, exit_code=code, runtime_s=round(runtime, 2),
+                         summary={k: v for k, v in s.items() if k != "losses"})
+    return result
+
+
+def table(results: list[Result]) -> str:
+    header = ["Config", "Runtime", "Peak VRAM (RSS on CPU)", "Trainable Params", "Throughput (tok/s)",
+              "Final Loss"]
+    rows = []
+    for r in results:
+        d = r.as_dict()
+        mem = d["peak_memory_gib"]
+        mem_s = "-" if mem is None else f"{mem:.2f} GiB" + (" RSS" if d["device"] == "cpu" else "")
+        tput = d["throughput_tok_s"]
+        loss = d["final_loss"]
+        rows.append([
+            Path(r.config).stem + ("" if r.exit_code == 0 else f" (exit {r.exit_code})"),
+            f"{r.runtime_s:.0f}s",
+            mem_s,
+            summary.human_count(d["trainable_params"]),
+            "-" if tput is None else f"{tput:,.0f}",
+            "-" if loss is None else f"{loss:.3f}",
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
+
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+
+
+def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
+         json_path: Path | None, gpus: int = 1) -> int:
+    loaded = prepare_all(paths, overrides)
+    for _cfg, warnings in loaded:
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    results = []
+    for cfg, _ in loaded:
+        print(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)", file=sys.stderr)
+        result = run_one(cfg, max_steps=max_steps, overrides=overrides, runs_dir=runs_dir, gpus=gpus)
+        results.append(result)
+        if result.exit_code in (130, 143):
+            break
+    print()
+    print(table(results))
+    payload = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": runs.versions(),
+        "hardware": runs.hardware(),
+        "command": sys.argv,
+        "results": [r.as_dict() for r in results],
+    }
+    out = json_path or runs_dir / f"smoke-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_atomic(out, json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\nwrote {out}")
+    code = 0
+    for r in results:
+        for v in r.verdicts:
+            if not v.ok:
+                print(v.line(r.config), file=sys.stderr)
+                code = int(ExitCode.FAILED)
+        if r.exit_code != 0:
+            print(f"{r.config}: axolotl exited with status {r.exit_code}; see {runs_dir / r.run / 'axolotl.log'}",
+                  file=sys.stderr)
+            code = 130 if r.exit_code in (130, 143) else int(ExitCode.ENGINE)
+    return code
