@@ -39,18 +39,16 @@
 
       tools = [ python nox pkgs.git pkgs.gcc pkgs.gnumake pkgs.which ];
 
-      # `nix run .#smoke -- ARGS` is `nox -s smoke -- ARGS` in this environment.
-      noxApp = session: {
-        type = "app";
-        program = "${pkgs.writeShellApplication {
-          name = "pipeline-${session}";
-          runtimeInputs = tools;
-          # The lock pins what nox installs; writeShellApplication's strict mode applies to this script.
-          text = environment + ''
-            exec nox -s ${session} -- "$@"
-          '';
-        }}/bin/pipeline-${session}";
+      # `nix run .#smoke -- ARGS` is `nox -s smoke -- ARGS` in the dev shell's environment.
+      noxScript = session: pkgs.writeShellApplication {
+        name = "pipeline-${session}";
+        runtimeInputs = tools;
+        text = environment + ''
+          exec nox -s ${session} -- "$@"
+        '';
       };
+      sessions = [ "smoke" "train" "tests" ];
+      scripts = pkgs.lib.genAttrs sessions noxScript;
     in
     {
       devShells.${system}.default = pkgs.mkShell {
@@ -58,11 +56,11 @@
         shellHook = environment;
       };
 
-      apps.${system} = {
-        smoke = noxApp "smoke";
-        train = noxApp "train";
-        tests = noxApp "tests";
-      };
+      packages.${system} = scripts;
+
+      apps.${system} = pkgs.lib.mapAttrs
+        (session: script: { type = "app"; program = "${script}/bin/pipeline-${session}"; })
+        scripts;
 
       formatter.${system} = pkgs.nixpkgs-fmt;
     };
