@@ -114,9 +114,15 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise UserError.at("<command line>", None, "override-syntax",
                                f"override {item!r} is not key=value; write e.g. --set learning_rate=2e-4")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw != "" else None
+            value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
-            out[key.strip()] = raw
+            value = raw
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "2e-4" as a string; on a command line it means a number
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip()] = value
     return out
 
 

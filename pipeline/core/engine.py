@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from pipeline.core import metrics
 
-PLUGIN = "pipeline.core.metrics.MetricsRecorder"
+PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedAdapter")
 
 #: settings every run gets unless the config sets them itself
 RUN_DEFAULTS: dict[str, Any] = {
@@ -39,8 +39,7 @@ def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path) -> di
     # shared cache keyed by axolotl's own config+data hash lets a second smoke skip tokenisation
     cfg.setdefault("dataset_prepared_path", str(cache / "prepared"))
     plugins = list(cfg.get("plugins") or [])
-    if PLUGIN not in plugins:
-        plugins.append(PLUGIN)
+    plugins += [p for p in PLUGINS if p not in plugins]
     cfg["plugins"] = plugins
     return cfg
 

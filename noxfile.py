@@ -1,0 +1,104 @@
+"""Sessions named for what a user types: `nox -s smoke`, `nox -s tests`, `nox -s train`, ...
+
+Every session runs in ONE environment built from requirements.lock (exact versions) in .nox/locked and
+rebuilt only when the lock changes: axolotl's stack is 4 GB, and one copy per session would cost minutes
+and gigabytes for nothing. Sessions are thin: they make sure that environment exists, then call the
+`pipeline` CLI or pytest with `session.posargs`, so `nox -s smoke -- configs/x.yaml` works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+LOCK = ROOT / "requirements.lock"
+ENV = Path(os.environ.get("PIPELINE_NOX_ENV", ROOT / ".nox" / "locked"))
+BIN = ENV / "bin"
+
+nox.options.sessions = ["smoke", "tests"]
+nox.options.default_venv_backend = "none"
+
+
+def locked(session: nox.Session) -> dict[str, str]:
+    """Create or update the locked environment; return the environment variables that use it."""
+    stamp = ENV / ".lock-sha256"
+    digest = hashlib.sha256(LOCK.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (stamp.is_file() and stamp.read_text().strip() == digest):
+        session.log(f"building the locked environment in {ENV} (once per change of requirements.lock)")
+        if not (BIN / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
+        session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-r", str(LOCK), external=True)
+        session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "-e", str(ROOT), external=True)
+        stamp.write_text(digest + "\n")
+    return {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(ENV),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+    }
+
+
+def pipeline(session: nox.Session, *args: str) -> None:
+    session.run(str(BIN / "pipeline"), *args, env=locked(session), external=True)
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """3-step smoke of the real configs on a GPU, else of the tiny CPU config; prints the table."""
+    pipeline(session, "smoke", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests on all cores (gpu/multi_gpu/docker tests skip where they can't run)."""
+    env = locked(session)
+    session.run(str(BIN / "python"), "-m", "pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"),
+                *session.posargs, env=env, external=True)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The gpu-marked tests only: 3-step runs asserting VRAM and loss bounds on the real configs."""
+    env = locked(session)
+    session.run(str(BIN / "python"), "-m", "pytest", "-m", "gpu or multi_gpu", "-p", "no:xdist",
+                *session.posargs, env=env, external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy over the package, tests and this file."""
+    env = locked(session)
+    session.run(str(BIN / "ruff"), "check", "pipeline", "tests", "noxfile.py", env=env, external=True)
+    session.run(str(BIN / "mypy"), env=env, external=True)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """Preflight every shipped config (and its data) with no GPU and no weights."""
+    configs = session.posargs or sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))
+    pipeline(session, "check", *configs)
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """Full training through axolotl (the tiny config without a GPU); `-- --resume` continues."""
+    pipeline(session, "train", *session.posargs)
+
+
+@nox.session
+def merge(session: nox.Session) -> None:
+    """Merge the newest finished adapter into its base model and verify the logits."""
+    pipeline(session, "merge", *(session.posargs or ["--auto"]))
+
+
+@nox.session(name="eval")
+def eval_(session: nox.Session) -> None:
+    """Evaluate the newest run: base vs tuned loss, chrF, style, retention; writes report.md/html."""
+    pipeline(session, "evaluate", *session.posargs)

@@ -1,0 +1,61 @@
+"""Shared fixtures. Every test is offline: models are built locally, nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One model cache for the whole test session (and all xdist workers): building is atomic, so workers that
+# race to build the same model are safe, and later runs reuse it.
+os.environ.setdefault("PIPELINE_CACHE", str(ROOT / ".cache" / "pipeline-tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def cuda_devices() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    n = cuda_devices()
+    for item in items:
+        if "gpu" in item.keywords and n < 1:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible"))
+        if "multi_gpu" in item.keywords and n < 2:
+            item.add_marker(pytest.mark.skip(reason=f"needs two CUDA GPUs; {n} visible"))
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+            timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """The real command line in a child process, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
