@@ -176,7 +176,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     print()
     print(table(results))
     payload = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": runs.versions(),
         "hardware": runs.hardware(),
         "command": sys.argv,

@@ -164,7 +164,7 @@ class ResolvedConfig:
 
 def dataset_entries(cfg: Mapping[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
     """(`datasets` or `test_datasets`, index, entry) for every dataset a config names."""
-    out = []
+    out: list[tuple[str, int, dict[str, Any]]] = []
     for key in ("datasets", "test_datasets"):
         entries = cfg.get(key) or []
         if isinstance(entries, list):

@@ -119,7 +119,7 @@ class _Recorder(TrainerCallback):
                      "peak_rss_gib": _peak_rss_gib()})
 
 
-class MetricsRecorder(BasePlugin):  # type: ignore[misc]
+class MetricsRecorder(BasePlugin):
     """Axolotl plugin: adds the recorder callback when `PIPELINE_METRICS_FILE` is set."""
 
     def add_callbacks_pre_trainer(self, cfg: Any, model: Any) -> list[Any]:

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 SCHEME = "pipeline://"
@@ -115,6 +116,7 @@ def architecture_config(name: str) -> dict[str, Any]:
 def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED) -> Path:
     """Local folder of a `pipeline://` model, built on first use."""
     name = ref[len(SCHEME):].strip("/")
+    builder: Callable[[Path, int], None]
     if name == "tiny-llama":
         target = cache_dir() / "models" / f"tiny-llama-r{RECIPE}-seed{seed}"
         builder = _build_tiny

@@ -15,7 +15,7 @@ from axolotl.integrations.base import BasePlugin
 DEFAULT_SEED = 42
 
 
-class SeedAdapter(BasePlugin):  # type: ignore[misc]
+class SeedAdapter(BasePlugin):
     def pre_lora_load(self, cfg: Any, model: Any) -> None:
         from transformers import set_seed
 

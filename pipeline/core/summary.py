@@ -17,7 +17,7 @@ def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> di
     evals = [r for r in records if r.get("kind") == "eval" and r.get("eval_loss") is not None]
     start = next((r for r in records if r.get("kind") == "start"), {})
     ends = [r for r in records if r.get("kind") == "end"]
-    summary = next((r for r in reversed(records) if r.get("kind") == "summary"), {})
+    summary: dict[str, Any] = next((r for r in reversed(records) if r.get("kind") == "summary"), {})
 
     peaks_from = ends or train[-1:]
     out: dict[str, Any] = {
