@@ -61,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1, help="GPUs per run, through axolotl's accelerate launcher")
     _common(p)
 
+    p = sub.add_parser("train", help="train a config through axolotl; --resume continues an interrupted run",
+                       description="Train CONFIG through axolotl in a new run folder (checkpoints in "
+                                   "RUN/output). With no CONFIG: configs/lora_style_transfer.yaml where CUDA "
+                                   "answers, else configs/tiny_cpu.yaml. --resume continues the newest "
+                                   "unfinished train run (or RUN) from its last complete checkpoint, in the "
+                                   "same folder.")
+    p.add_argument("config", nargs="?", default=None, metavar="CONFIG", help="axolotl YAML file")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue RUN (a name under the runs folder, or a path); without RUN: the newest "
+                        "unfinished train run (of CONFIG, if given)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs, through axolotl's accelerate launcher (default 1; a resumed run: as before)")
+    _common(p)
+
     p = sub.add_parser("build-model", help="build a pipeline:// model into the cache and print its path",
                        description="Build pipeline://tiny-llama or pipeline://random/<architecture> (random "
                                    "weights in a real model's shape) into $PIPELINE_CACHE. Nothing is downloaded.")
@@ -96,6 +110,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return smoke.main(args.configs or default_configs(), max_steps=args.max_steps,
                           overrides=config.parse_overrides(args.overrides), runs_dir=runs.runs_root(args.runs_dir),
                           json_path=args.json, gpus=args.gpus)
+    if args.command == "train":
+        from pipeline import train
+
+        cfg = args.config if args.config or args.resume is not None else default_configs()[0]
+        return train.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),
+                          runs_dir=runs.runs_root(args.runs_dir), gpus=args.gpus)
     if args.command == "build-model":
         from pipeline.core import models
 

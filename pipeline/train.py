@@ -1,0 +1,388 @@
+"""`pipeline train`: a full training run through axolotl, with checkpoints, and `--resume` after a stop.
+
+    pipeline train [CONFIG] [--set KEY=VALUE] [--runs-dir DIR]
+    pipeline train --resume [RUN]        continue the newest unfinished run (or RUN) from its last
+                                         complete checkpoint, in the same run folder
+
+A run folder `RUNS/<time>-<config>-train/` holds the resolved config, the manifest and metrics.jsonl (see
+`pipeline.core.runs`); axolotl writes its checkpoints (`checkpoint-<step>/`, as the config's
+`saves_per_epoch`/`save_steps` say; once per epoch by default) and, at the end, the adapter into
+`RUN/output/`. Axolotl's own progress bars stream to the terminal and a one-line status is printed at every
+epoch and evaluation.
+
+Interruptions. SIGINT and SIGTERM reach axolotl through `pipeline.core.engine`. Axolotl dies on SIGTERM and,
+on SIGINT, saves the adapter as it stands and exits 0, so a run counts as finished only when the metrics
+recorder wrote its `end` record at the last step; anything less is `interrupted` (exit 130, a signal) or
+`failed` (exit 3: axolotl crashed, was killed, ran out of memory). Both can be resumed.
+
+Resuming. The newest *complete* checkpoint is the one whose `trainer_state.json` (written last by the
+trainer) parses and names its own step; later, half-written ones are deleted. Axolotl continues from it
+with `--resume-from-checkpoint` (optimizer, scheduler, RNG and data position are restored), on the run's
+own config.yaml, unchanged. The metrics of steps after that checkpoint are moved to
+`metrics.attempt-<n>.jsonl` before the resumed process re-logs them, so metrics.jsonl always reads as one
+run. Every attempt is listed in the manifest under `attempts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from pipeline.core import config, engine, models, preflight, runs, summary
+from pipeline.core.errors import ExitCode, UserError
+
+STAGE = "train"
+CHECKPOINT_PREFIX = "checkpoint-"
+#: exit statuses of axolotl that mean "stopped by a signal": 130 SIGINT, 143 SIGTERM
+SIGNALLED = (130, 143)
+
+
+def main(config_path: str | None, *, resume: str | None, overrides: dict[str, Any], runs_dir: Path,
+         gpus: int | None = None) -> int:
+    """Train CONFIG in a new run folder, or (with `resume`) continue an unfinished run.
+
+    config_path: the axolotl YAML (required unless resuming)
+    resume: None for a new run; "" for the newest unfinished run (of CONFIG, if given); else a run name/path
+    overrides: `--set` values, applied to this run's resolved config only (not allowed with resume)
+    runs_dir: where run folders are
+    gpus: processes, one per GPU, through axolotl's accelerate launcher (default 1; resumed: as before)
+    """
+    if resume is not None:
+        if overrides:
+            raise UserError.at("<command line>", None, "resume-overrides",
+                               "--set cannot be combined with --resume: a run continues with its own "
+                               "config.yaml; start a new run to change settings")
+        run = find_resumable(runs_dir, resume, config_path)
+        return resume_run(run, gpus=gpus)
+
+    assert config_path is not None
+    gpus = gpus or 1
+    cfg, resolved = load(config_path, overrides)
+    run = runs.create(runs_dir, cfg.name, STAGE)
+    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir())
+    resolved_text = (f"# Resolved by pipeline train from {cfg.path}\n"
+                     + yaml.safe_dump(axolotl_cfg, sort_keys=False))
+    runs.write_atomic(run.path / "config.yaml", resolved_text)
+    runs.write_atomic(run.path / "source.yaml", cfg.text)
+    runs.start_manifest(run, stage=STAGE, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
+                        resolved_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
+                        data_files=resolved.data_files, world_size=gpus, offline=resolved.offline,
+                        overrides=overrides, bounds=cfg.section.get("bounds") or {}, attempts=[])
+    print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
+    return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
+
+
+def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig]:
+    """The config checked and resolved; bad input raises UserError before anything is written."""
+    cfg = config.load(config_path)
+    found = preflight.findings(cfg)
+    if preflight.errors(found):
+        raise UserError(*preflight.errors(found))
+    for warning in found:
+        print(f"warning: {warning}", file=sys.stderr)
+    config.resolve(cfg, overrides, build_models=False)  # data paths and model names, without building
+    return cfg, config.resolve(cfg, overrides)
+
+
+# --- one attempt: launch axolotl, watch it, record how it ended -------------------------------------------
+
+def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None) -> int:
+    """Run axolotl once on the run's config.yaml (from `checkpoint` if given); finish the manifest."""
+    manifest = run.manifest()
+    attempts = list(manifest.get("attempts") or [])
+    this: dict[str, Any] = {
+        "started": _now(), "pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
+        "from_checkpoint": checkpoint.name if checkpoint else None,
+        "from_step": checkpoint_step(checkpoint) if checkpoint else 0,
+    }
+    run.update_manifest(status="running", pid=os.getpid(), host=socket.gethostname(), finished=None,
+                        attempts=[*attempts, this])
+
+    args = [f"--resume-from-checkpoint={checkpoint}"] if checkpoint else []
+    cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args)
+    progress = Progress(run.metrics_path, sys.stderr)
+    progress.start()
+    started = time.perf_counter()
+    try:
+        code = engine.run(cmd, engine.environment(run.metrics_path, offline), run.path / "axolotl.log")
+    except KeyboardInterrupt:  # a second Ctrl-C while axolotl was already stopping
+        code = 130
+    finally:
+        progress.stop()
+    runtime = time.perf_counter() - started
+
+    records = run.metrics()
+    s = summarize(run)
+    finished = finished_at(records)
+    if code == 0 and not any(r.get("kind") == "start" for r in records):
+        print(f"{run.path}: metrics-missing: axolotl ran but the metrics recorder did not load (see "
+              f"{run.path / 'axolotl.log'}); is the pipeline package importable there?", file=sys.stderr)
+        status, exit_code = "failed", int(ExitCode.ENGINE)
+    elif code == 0 and finished:
+        status, exit_code = "succeeded", int(ExitCode.OK)
+    elif code == 0 or code in SIGNALLED:  # axolotl exits 0 on SIGINT after saving the adapter as it stands
+        status, exit_code = "interrupted", int(ExitCode.INTERRUPTED)
+    else:
+        status, exit_code = "failed", int(ExitCode.ENGINE)
+
+    last = last_complete_checkpoint(run.output_dir)
+    this.update(finished=_now(), exit_code=code, status=status, runtime_s=round(runtime, 2),
+                reached_step=s.get("steps"))
+    fields: dict[str, Any] = {
+        "exit_code": exit_code, "axolotl_exit_code": code, "runtime_s": round(runtime, 2),
+        "attempts": [*attempts, this], "last_checkpoint": last.name if last else None,
+        "summary": {k: v for k, v in s.items() if k != "losses"},
+    }
+    if status == "succeeded":
+        fields["adapter"] = str(run.output_dir)
+    runs.finish_manifest(run, status, **fields)
+
+    if status == "succeeded":
+        print(report_line(run.name, s), file=sys.stderr)
+        print(f"adapter: {run.output_dir}\nnext: pipeline merge {run.path}", file=sys.stderr)
+    elif status == "interrupted":
+        where = f"its last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
+        print(f"{run.name}: interrupted at step {s.get('steps', 0)}; {where}. Continue with: "
+              f"pipeline train --resume {run.path}", file=sys.stderr)
+    else:
+        print(f"{run.name}: axolotl exited with status {code}; see {run.path / 'axolotl.log'}. "
+              f"After fixing the cause: pipeline train --resume {run.path}", file=sys.stderr)
+    return exit_code
+
+
+def finished_at(records: list[dict[str, Any]]) -> bool:
+    """True when the recorder saw training end at its last planned step (not a SIGINT save)."""
+    starts = [r for r in records if r.get("kind") == "start"]
+    ends = [r for r in records if r.get("kind") == "end"]
+    if not starts or not ends:
+        return False
+    planned = starts[-1].get("max_steps")
+    return planned is None or ends[-1].get("step") == planned
+
+
+def summarize(run: runs.Run) -> dict[str, Any]:
+    """The core summary, with memory peaks over every attempt (each process has its own peak)."""
+    records = run.metrics()
+    s = summary.summarize(records)
+    earlier = [r for p in sorted(run.path.glob("metrics.attempt-*.jsonl")) for r in runs.read_jsonl(p)]
+    for key in ("peak_rss_gib", "peak_vram_allocated_gib", "peak_vram_reserved_gib"):
+        values = [r.get(key) or 0.0 for r in [*records, *earlier] if r.get("kind") in ("train", "end")]
+        if values:
+            s[key] = max(values)
+    start = next((r for r in records if r.get("kind") == "start"), {})
+    s["max_steps"] = start.get("max_steps")
+    return s
+
+
+def report_line(name: str, s: dict[str, Any]) -> str:
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    line = f"{name}: {s.get('steps')} steps, train loss {f(s.get('first_loss'))} -> {f(s.get('final_loss'))}"
+    if s.get("eval_loss") is not None:
+        line += f", validation loss {f(s.get('first_eval_loss'))} -> {f(s.get('eval_loss'))}"
+    return line
+
+
+class Progress(threading.Thread):
+    """Prints one status line per epoch and per evaluation by tailing metrics.jsonl (cheap: 1 poll/s)."""
+
+    def __init__(self, path: Path, out: TextIO, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.path, self.out, self.interval = path, out, interval
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.done = threading.Event()
+        self.max_steps: int | None = None
+        self.epochs: float | None = None
+        self.last_epoch: int | None = None
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.poll()
+        self.poll()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+    def poll(self) -> None:
+        try:
+            with self.path.open(encoding="utf-8") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits for the next poll
+        self.offset += len(complete.encode("utf-8"))
+        for line in complete.splitlines():
+            try:
+                self.show(json.loads(line))
+            except (ValueError, TypeError):
+                continue
+
+    def show(self, r: dict[str, Any]) -> None:
+        kind = r.get("kind")
+        if kind == "start":
+            self.max_steps = r.get("max_steps")
+            return
+        of = f"/{self.max_steps}" if self.max_steps else ""
+        if kind == "train" and r.get("epoch") is not None:
+            epoch = math.floor(float(r["epoch"]) + 1e-6)
+            if self.last_epoch is None and abs(float(r["epoch"]) - epoch) > 1e-6:
+                self.last_epoch = epoch  # the first step seen (of a fresh or a resumed run) ends no epoch
+            elif epoch > (self.last_epoch or 0):
+                self.last_epoch = epoch
+                self.emit(f"[train] epoch {epoch} done: step {r['step']}{of}, loss {r['loss']:.4f}, "
+                          f"lr {r.get('learning_rate') or 0:.2e}, {r.get('elapsed_s') or 0:.0f}s")
+        elif kind == "eval" and r.get("eval_loss") is not None:
+            self.emit(f"[train] eval at step {r['step']}{of}: validation loss {r['eval_loss']:.4f}")
+
+    def emit(self, text: str) -> None:
+        try:
+            self.out.write("\n" + text + "\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+
+# --- resuming -----------------------------------------------------------------------------------------------
+
+def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Run:
+    """The run `ref` names, or the newest unfinished train run (of `config_path`, if given)."""
+    if ref and ref.endswith((".yaml", ".yml")) and Path(ref).is_file() and config_path is None:
+        ref, config_path = "", ref  # `pipeline train --resume CONFIG`: argparse gave the config to --resume
+    if ref:
+        path = Path(ref) if Path(ref).is_dir() else runs_dir / ref
+        if not (path / runs.MANIFEST).is_file():
+            raise UserError.at(ref, None, "run-missing",
+                               f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
+        run = runs.Run(path)
+        m = run.manifest()
+        if m.get("stage") != STAGE:
+            raise UserError.at(str(path), None, "resume-not-train",
+                               f"{run.name} is a {m.get('stage')} run; only train runs can be resumed")
+        if m.get("status") == "succeeded":
+            raise UserError.at(str(path), None, "resume-finished",
+                               f"{run.name} finished already ({m.get('summary', {}).get('steps')} steps); "
+                               f"nothing to resume")
+        if is_alive(m):
+            raise UserError.at(str(path), None, "resume-running",
+                               f"{run.name} is still running (pid {m.get('pid')}); stop it first")
+        return run
+    wanted = str(Path(config_path).resolve()) if config_path else None
+    for run in reversed(runs.all_runs(runs_dir)):
+        m = run.manifest()
+        if m.get("stage") != STAGE or m.get("status") == "succeeded" or is_alive(m):
+            continue
+        if wanted and (m.get("config") or {}).get("path") != wanted:
+            continue
+        return run
+    scope = f" of {config_path}" if config_path else ""
+    raise UserError.at(str(runs_dir), None, "resume-none",
+                       f"no unfinished train run{scope} to resume; start one with `pipeline train`")
+
+
+def is_alive(manifest: dict[str, Any]) -> bool:
+    """A `running` manifest whose process still exists on this host (else it was killed without a word)."""
+    if manifest.get("status") != "running" or manifest.get("host") != socket.gethostname():
+        return False
+    pid = manifest.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resume_run(run: runs.Run, *, gpus: int | None) -> int:
+    m = run.manifest()
+    checkpoint = last_complete_checkpoint(run.output_dir)
+    discarded = discard_after(run.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
+    step = checkpoint_step(checkpoint) if checkpoint else 0
+    archived = rewind_metrics(run, step)
+    if checkpoint:
+        print(f"==> train --resume: {run.path} from {checkpoint.name} (step {step})", file=sys.stderr)
+    else:
+        print(f"==> train --resume: {run.path} has no complete checkpoint; starting again from step 0",
+              file=sys.stderr)
+    for path in discarded:
+        print(f"    deleted the incomplete {path.name}", file=sys.stderr)
+    resumes = list(m.get("resumes") or [])
+    resumes.append({"at": _now(), "from_checkpoint": checkpoint.name if checkpoint else None,
+                    "from_step": step,
+                    "discarded_checkpoints": [p.name for p in discarded],
+                    "archived_metrics": archived.name if archived else None})
+    run.update_manifest(resumes=resumes)
+    return attempt(run, gpus=gpus or int(m.get("world_size") or 1), offline=bool(m.get("offline", True)),
+                   checkpoint=checkpoint)
+
+
+def checkpoint_step(path: Path | None) -> int:
+    if path is None:
+        return 0
+    suffix = path.name[len(CHECKPOINT_PREFIX):]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def is_complete(path: Path) -> bool:
+    """The trainer writes trainer_state.json last, after weights, optimizer, scheduler and RNG state."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    weights = any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin",
+                                                   "model.safetensors", "model.safetensors.index.json"))
+    return weights and state.get("global_step") == checkpoint_step(path)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and checkpoint_step(p) >= 0]
+    return sorted(found, key=checkpoint_step)
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    complete = [p for p in checkpoints(output_dir) if is_complete(p)]
+    return complete[-1] if complete else None
+
+
+def discard_after(output_dir: Path, step: int) -> list[Path]:
+    """Delete checkpoints newer than `step` (they are incomplete, or the trainer would have chosen them)."""
+    gone = [p for p in checkpoints(output_dir) if checkpoint_step(p) > step]
+    for p in gone:
+        shutil.rmtree(p)
+    return gone
+
+
+def rewind_metrics(run: runs.Run, step: int) -> Path | None:
+    """Keep metrics.jsonl up to `step`; the rest (re-logged by the resumed process) moves to an archive."""
+    if not run.metrics_path.exists():
+        return None
+    n = len(list(run.path.glob("metrics.attempt-*.jsonl"))) + 1
+    archive = run.path / f"metrics.attempt-{n}.jsonl"
+    os.replace(run.metrics_path, archive)
+    kept = [] if step == 0 else [
+        r for r in runs.read_jsonl(archive)
+        if r.get("kind") == "start" or (r.get("kind") in ("train", "eval") and (r.get("step") or 0) <= step)]
+    runs.write_atomic(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    return archive
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
