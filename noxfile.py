@@ -102,3 +102,16 @@ def merge(session: nox.Session) -> None:
 def eval_(session: nox.Session) -> None:
     """Evaluate the newest run: base vs tuned loss, chrF, style, retention; writes report.md/html."""
     pipeline(session, "evaluate", *session.posargs)
+
+
+@nox.session
+def container(session: nox.Session) -> None:
+    """Build the CPU image offline (local Debian base, wheelhouse of the lock) and run the docker tests."""
+    env = locked(session)
+    session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "-r", str(LOCK), "-d", "wheelhouse",
+                env=env, external=True)
+    session.run("docker", "build", "-f", "docker/Dockerfile", "--build-arg", "BASE_IMAGE=local/debian:bookworm",
+                "--build-arg", "WHEELHOUSE=wheelhouse", "-t", "finetune-pipeline:cpu", ".", external=True)
+    session.run(str(BIN / "python"), "-m", "pytest", "-m", "docker", "-p", "no:xdist", *session.posargs,
+                env={**env, "PIPELINE_IMAGE": "finetune-pipeline:cpu", "PIPELINE_DOCKER_REQUIRED": "1"},
+                external=True)
