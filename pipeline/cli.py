@@ -49,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser("check", help="find config and data mistakes in seconds, before any GPU time",
+                       description="Check each config and the data it names against axolotl's own schema and "
+                                   "pipeline's rules, with no GPU and no model weights: one line per finding "
+                                   "(path:line: rule-id: what is wrong; what to change), then rows, steps, "
+                                   "trainable parameters and a peak-VRAM estimate. Exit 0 clean, 1 warnings "
+                                   "with --strict, 2 errors. The rules: docs/check.md.")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="axolotl YAML files")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="table for people, json for CI")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    p.add_argument("--gpu-mem", default=None, metavar="SIZE",
+                   help="the card's memory (32GiB, 24GB): judge the estimate against it, recommend LoRA or QLoRA")
+    p.add_argument("--gpu", default=None, metavar="NAME", help="the card (T4, A100, RTX 4090, sm_86): judges bf16")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where the run happens (auto: pipeline://tiny-llama without CUDA here is a CPU run, "
+                        "any other model a GPU run)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for this check only")
+
     p = sub.add_parser("smoke", help="run each config for a few steps and check its bounds",
                        description="Run each config for --max-steps optimizer steps through axolotl and print "
                                    "Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput | "
@@ -104,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.core import config, runs
 
+    if args.command == "check":
+        from pipeline import check
+
+        return check.main(args.configs, output=args.format, strict=args.strict, gpu_mem=args.gpu_mem,
+                          gpu=args.gpu, device=args.device, overrides=config.parse_overrides(args.overrides))
     if args.command == "smoke":
         from pipeline import smoke
 

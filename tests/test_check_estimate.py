@@ -14,12 +14,12 @@ SEED_RUN = {"lora_r": 64, "lora_target_linear": True, "gradient_checkpointing": 
 
 @pytest.fixture(scope="module")
 def llama8b() -> estimate.Shape:
-    return estimate.shape(models.architecture_config(LLAMA_8B))
+    return estimate.shape(models.architecture_config(LLAMA_8B), cache=False)
 
 
 @pytest.fixture(scope="module")
 def tiny() -> estimate.Shape:
-    return estimate.shape(models.architecture_config("tiny-llama"))
+    return estimate.shape(models.architecture_config("tiny-llama"), cache=False)
 
 
 def test_llama8b_shape(llama8b: estimate.Shape) -> None:
@@ -104,3 +104,11 @@ def test_parse_memory_rejects_nonsense() -> None:
                                           ("potato", None)])
 def test_gpu_capability(name: str, cc: tuple[int, int] | None) -> None:
     assert estimate.gpu_capability(name) == cc
+
+
+def test_cached_shape_is_the_built_one(tmp_path, monkeypatch, llama8b: estimate.Shape) -> None:
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
+    arch = models.architecture_config(LLAMA_8B)
+    first = estimate.shape(arch)  # builds and writes
+    assert list((tmp_path / "shapes").glob("*.json"))
+    assert estimate.shape(arch) == first == llama8b  # read back

@@ -22,26 +22,34 @@ T tokens per micro-batch, V vocabulary, h hidden size, L layers):
                  gradient when gradient accumulation keeps it between micro-batches;
                  P_save x (2 copy + optimizer state/2 (bf16 states) + 2 gradient likewise)
     checkpoints  L x T x h x 2 (each layer's input, with gradient checkpointing)
-    layers       without gradient checkpointing: L x T x (38h + 6kv + 11i) bytes (Llama-style layer:
-                 fp32 RMSNorm inputs, q/k/v/rope/attention outputs, SwiGLU intermediates, LoRA
-                 dropout copies and masks)
+    layer        T x (20h + 6kv + 8i), + (18h + 3i) with LoRA dropout: one Llama-style layer's saved
+                 activations (`layer_bytes_per_token`); all L of them without gradient checkpointing
     loss         12 x T x V: at the start of the backward pass the fp32 log-softmax output kept by
-                 cross-entropy, its incoming gradient and the gradient it produces coexist
+                 cross-entropy, its incoming gradient and the gradient it produces coexist; a fused
+                 linear + cross-entropy (Liger, CCE) holds one chunk of logits instead (`loss_bytes`)
 
-The peak is taken at the start of a micro-batch's backward pass once the optimizer state exists, which
-is where the loss tensors dominate for a large vocabulary.
+The peak is taken once the optimizer state exists, in a micro-batch's backward pass: with gradient
+checkpointing the larger of the loss tensors (at its start) and one recomputed layer; without it, every
+layer's activations and the loss tensors together. Only the unfused, checkpointed case is compared with
+measurements (docs/check.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
+import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 GIB = 1024**3
+#: bump when Shape changes, so cached shapes are rebuilt
+SHAPE_RECIPE = 1
 
 #: bytes of optimizer state per trainable fp32 parameter, by optimizer name (the rest: AdamW's two moments)
 OPTIMIZER_STATE_BYTES = (("8bit", 2), ("lion", 4), ("sgd", 0), ("adafactor", 0))
@@ -92,6 +100,8 @@ class Shape:
     linears: list[Linear]
     #: parameters of every named module that has a weight (for lora_modules_to_save)
     module_params: dict[str, int]
+    #: weight shape of every named module that has one
+    weight_shapes: dict[str, tuple[int, ...]]
     #: module names of the input and output embeddings
     input_embedding: str
     output_embedding: str | None
@@ -107,9 +117,37 @@ class Shape:
         return {name.rsplit(".", 1)[-1] for name in self.module_params}
 
 
-def shape(arch: Mapping[str, Any]) -> Shape:
-    """Build the model on the meta device from its config.json (a dict) and read its shapes."""
-    return _shape(json.dumps(dict(arch), sort_keys=True))
+def shape(arch: Mapping[str, Any], *, cache: bool = True) -> Shape:
+    """Build the model on the meta device from its config.json (a dict) and read its shapes.
+
+    Building needs transformers' modeling code, whose import takes seconds; the result depends only on
+    the config and the transformers version, so it is kept in $PIPELINE_CACHE/shapes/ and read from
+    there the next time (`cache=False` always builds)."""
+    arch_json = json.dumps(dict(arch), sort_keys=True)
+    if not cache:
+        return _shape(arch_json)
+    from importlib.metadata import version
+
+    from pipeline.core import models
+
+    key = hashlib.sha256(f"{arch_json}|transformers {version('transformers')}|{SHAPE_RECIPE}".encode())
+    path = models.cache_dir() / "shapes" / f"{key.hexdigest()[:24]}.json"
+    try:
+        return _from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    s = _shape(arch_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(s)))
+    os.replace(tmp, path)
+    return s
+
+
+def _from_json(d: dict[str, Any]) -> Shape:
+    d["linears"] = [Linear(**lin) for lin in d["linears"]]
+    d["weight_shapes"] = {k: tuple(v) for k, v in d["weight_shapes"].items()}
+    return Shape(**d)
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,6 +164,8 @@ def _shape(arch_json: str) -> Shape:
                if isinstance(m, torch.nn.Linear)]
     module_params = {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_modules()
                      if n and getattr(m, "weight", None) is not None}
+    weight_shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules()
+                     if n and getattr(m, "weight", None) is not None}
     out = model.get_output_embeddings()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
@@ -134,6 +174,7 @@ def _shape(arch_json: str) -> Shape:
         total_params=sum(p.numel() for p in model.parameters()),
         linears=linears,
         module_params=module_params,
+        weight_shapes=weight_shapes,
         input_embedding=names[id(model.get_input_embeddings())],
         output_embedding=names.get(id(out)) if out is not None else None,
         hidden=cfg.hidden_size,
@@ -246,16 +287,43 @@ def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Es
         weights = s.total_params * 2.0
     state = optimizer_state_bytes(cfg.get("optimizer"))
     keeps_grads = int(cfg.get("gradient_accumulation_steps") or 1) > 1
-    adapter_bytes = t.lora * (4 + state + (4 if keeps_grads else 0))
+    adapter_bytes = t.lora * (4.0 + state + (4 if keeps_grads else 0))
     adapter_bytes += t.saved_total * (2 + state / 2 + (2 if keeps_grads else 0))
     parts = {"weights": weights / GIB, "adapter+optimizer": adapter_bytes / GIB}
+    layer = tokens * layer_bytes_per_token(s, cfg)
+    loss = loss_bytes(s, cfg, tokens)
     if cfg.get("gradient_checkpointing"):
         parts["checkpoints"] = s.layers * tokens * s.hidden * 2 / GIB
+        # the loss tensors die before the first layer is recomputed: the larger of the two is the peak
+        parts["loss" if loss >= layer else "recomputed layer"] = max(loss, layer) / GIB
     else:
-        per_token = 38 * s.hidden + 6 * s.kv_dim + 11 * s.intermediate
-        parts["activations"] = s.layers * tokens * per_token / GIB
-    parts["loss"] = 12 * tokens * s.vocab / GIB
+        parts["activations"] = s.layers * layer / GIB
+        parts["loss"] = loss / GIB
     return Estimate(adapter, tokens, parts)
+
+
+def layer_bytes_per_token(s: Shape, cfg: Mapping[str, Any]) -> int:
+    """Activations one Llama-style decoder layer keeps for its backward pass, bytes per token (bf16):
+    fp32 RMSNorm inputs and bf16 outputs (2 x 6h), q/k/v (2h + 4kv), rotary q/k (2h + 2kv), attention
+    output and its contiguous copy (4h), SwiGLU gate/up/act/product (8i), and with lora_dropout > 0 a
+    dropped copy and a mask of every wrapped layer's input (3 bytes each: 4 x 3h attention, 2 x 3h
+    gate/up, 3i down)."""
+    h, kv, i = s.hidden, s.kv_dim, s.intermediate
+    per_token = 20 * h + 6 * kv + 8 * i
+    if float(cfg.get("lora_dropout") or 0) > 0:
+        per_token += 18 * h + 3 * i
+    return per_token
+
+
+def loss_bytes(s: Shape, cfg: Mapping[str, Any], tokens: int) -> float:
+    """The loss tensors at the start of the backward pass. Unfused: the fp32 log-softmax output kept by
+    cross-entropy, its incoming gradient and the gradient it returns (12 x tokens x vocab). Fused linear
+    + cross-entropy (Liger, Cut Cross-Entropy) never holds the logits: one chunk of them (Liger's chunk:
+    tokens / ceil(vocab / hidden), rounded up to a power of two) and the input gradient."""
+    if cfg.get("liger_fused_linear_cross_entropy") or cfg.get("cut_cross_entropy"):
+        chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab / s.hidden)) - 1).bit_length()
+        return chunk * s.vocab * 4 + tokens * s.hidden * 2
+    return 12.0 * tokens * s.vocab
 
 
 def parse_memory(text: str) -> float:

@@ -1,0 +1,152 @@
+"""`pipeline check`: find in seconds, with no GPU and no model weights, what axolotl would accept silently.
+
+    pipeline check CONFIG... [--format table|json] [--strict] [--gpu-mem 32GiB] [--gpu NAME]
+                             [--device auto|cpu|gpu] [--set KEY=VALUE]
+
+For every config: every finding as one line, `path:line: rule-id: what is wrong; what to change`
+(data findings point into the data file), then what the config will do (rows, token lengths, steps,
+warmup, trainable parameters, peak-VRAM estimate for LoRA and QLoRA, and with --gpu-mem which one to
+use), then one summary table. `--format json` prints the same as one JSON document for CI.
+
+Exit status: 0 clean (warnings allowed), 1 warnings with --strict, 2 errors. The rules live in
+`pipeline.core.rules` (smoke and train run the same ones first); docs/check.md lists them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import bounds, config, estimate, rules
+from pipeline.core.errors import ExitCode, Finding, UserError
+
+
+def main(paths: list[str], *, output: str = "table", strict: bool = False, gpu_mem: str | None = None,
+         gpu: str | None = None, device: str = "auto", overrides: dict[str, Any] | None = None) -> int:
+    memory = _memory(gpu_mem)
+    reports = [check_one(p, device=device, gpu=gpu, memory=memory, overrides=overrides or {}) for p in paths]
+    errors = sum(len(r.errors) for r in reports)
+    warnings = sum(len(r.warnings) for r in reports)
+    code = ExitCode.USAGE if errors else ExitCode.FAILED if strict and warnings else ExitCode.OK
+    if output == "json":
+        print(json.dumps({"configs": [_as_json(r) for r in reports],
+                          "summary": {"configs": len(reports), "errors": errors, "warnings": warnings},
+                          "exit_code": int(code)}, indent=2, default=str))
+    else:
+        print(render(reports))
+    return int(code)
+
+
+def check_one(path: str, *, device: str, gpu: str | None, memory: float | None,
+              overrides: dict[str, Any]) -> rules.Report:
+    """Findings and facts for one config; a config that does not load is a report with its one finding."""
+    try:
+        loaded = config.load(path)
+    except UserError as exc:
+        return rules.Report(str(path), exc.findings, {})
+    if overrides:
+        loaded = replace(loaded, data=config.apply_overrides(loaded.data, overrides))
+    target = rules.target_for(loaded, device, gpu, memory)
+    report = rules.inspect(loaded, target)
+    section = loaded.section
+    report.findings[:0] = bounds.validate(section.get("bounds"), str(loaded.path),
+                                          loaded.line(config.PIPELINE_KEY, "bounds"))
+    return report
+
+
+def _memory(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return estimate.parse_memory(text)
+    except ValueError as exc:
+        raise UserError.at("<command line>", None, "gpu-mem", f"--gpu-mem {exc}") from None
+
+
+# --- output -------------------------------------------------------------------------------------------
+
+def _sorted(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.path, f.line or 0))
+
+
+def render(reports: list[rules.Report]) -> str:
+    out: list[str] = []
+    for r in reports:
+        out += [f"{f} [{f.severity}]" if f.severity != "error" else str(f) for f in _sorted(r.findings)]
+    if out:
+        out.append("")
+    for r in reports:
+        if r.facts:
+            out += facts_block(r)
+            out.append("")
+    out.append(summary_table(reports))
+    return "\n".join(out)
+
+
+def facts_block(r: rules.Report) -> list[str]:
+    f = r.facts
+    lines = [f"{r.path}  (checked for {f['target']['described']})"]
+    for d in f.get("data", []):
+        desc = f"{d['entry']} {d['path']}: {d['rows']} rows"
+        if d.get("resolved") and Path(d["path"]).resolve() != Path(d["resolved"]):
+            desc += f" (found at {d['resolved']})"
+        if t := d.get("tokens"):
+            desc += f", {t['min']}-{t['max']} tokens (median {t['median']})"
+        elif t := d.get("tokens_at_most"):
+            desc += f", at most {t['max']} tokens a row (tokenizer not available)"
+        lines.append(("  data       " if len(lines) == 1 else "             ") + desc)
+    s = f.get("schedule") or {}
+    if s.get("total_steps") is not None:
+        le = "" if s.get("exact", True) else "<= "
+        le_total = "" if s.get("total_exact", True) else "<= "
+        seqs = f", {le}{s['sequences']} packed sequences" if s.get("note", "").startswith(("packed", "upper")) else ""
+        per_epoch = f"{le}{s['steps_per_epoch']} steps/epoch, " if s.get("steps_per_epoch") is not None else ""
+        lines.append(f"  schedule   batch {s['batch']}{seqs}, {per_epoch}{le_total}{s['total_steps']} optimizer steps, "
+                     f"{le_total}{s['warmup_steps']} warmup")
+    elif s.get("note"):
+        lines.append(f"  schedule   {s['note']}")
+    if p := f.get("params"):
+        extra = f" (LoRA {p['lora']:,} + saved modules {sum(p['modules_to_save'].values()):,})" \
+            if p["modules_to_save"] else ""
+        lines.append(f"  params     {p['trainable']:,} trainable of {p['total']:,} ({p['trainable_percent']}%){extra}")
+    if m := f.get("memory"):
+        lora, qlora = m["lora"], m["qlora"]
+        lines.append(f"  peak VRAM  LoRA ~{lora['peak_gib']:.1f} GiB, QLoRA ~{qlora['peak_gib']:.1f} GiB "
+                     f"(estimate, one GPU, {lora['tokens_per_micro_batch']:,} tokens a micro-batch)")
+        if m.get("recommendation"):
+            lines.append(f"  advice     {m['recommendation']}")
+    return lines
+
+
+def summary_table(reports: list[rules.Report]) -> str:
+    header = ["Config", "Target", "Errors", "Warnings", "Trainable", "Steps", "Peak LoRA/QLoRA"]
+    rows = []
+    for r in reports:
+        f = r.facts
+        s = f.get("schedule") or {}
+        steps = "-" if s.get("total_steps") is None else \
+            f"{'' if s.get('total_exact', True) else '<='}{s['total_steps']}"
+        mem = f.get("memory")
+        rows.append([
+            Path(r.path).name,
+            (f.get("target") or {}).get("device", "-"),
+            str(len(r.errors)),
+            str(len(r.warnings)),
+            f"{f['params']['trainable']:,}" if f.get("params") else "-",
+            steps,
+            f"{mem['lora']['peak_gib']:.1f}/{mem['qlora']['peak_gib']:.1f} GiB" if mem else "-",
+        ])
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
+
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+
+
+def _as_json(r: rules.Report) -> dict[str, Any]:
+    return {"path": r.path, "errors": len(r.errors), "warnings": len(r.warnings),
+            "findings": [f.as_dict() for f in _sorted(r.findings)], "facts": r.facts}
+
