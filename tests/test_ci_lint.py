@@ -40,3 +40,13 @@ def test_dockerfile_passes_hadolint():
 
 def test_ci_shell_scripts_pass_shellcheck():
     lint([tool("shellcheck", "apt-get install shellcheck"), ".ci/docker-setup.sh"])
+
+
+def test_compose_file_is_valid():
+    docker = shutil.which("docker")
+    v2 = docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    v1 = shutil.which("docker-compose")
+    if not (v2 or v1):
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    argv = [docker, "compose"] if v2 else [v1]
+    lint([*argv, "-f", "docker/compose.yaml", "config", "--quiet"])
