@@ -336,8 +336,8 @@ def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
 
         try:
             folder = models.resolve(ref, build=False)
-        except KeyError as exc:
-            return None, str(exc.args[0])
+        except KeyError:
+            return None, ""  # no such model: the rules report that (model-unknown)
         if (folder / "tokenizer.json").is_file():
             return PreTrainedTokenizerFast.from_pretrained(str(folder)), str(folder)
         # the model is not built yet: its tokenizer is deterministic, build only that (no weights)
@@ -454,11 +454,12 @@ def check(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[list[DataSet], 
     measurable = [d for d in sets if d.type in ("chat_template", "completion")]
     if measurable:
         tokenizer, source = tokenizer_for(cfg)
-        if tokenizer is None:
+        if tokenizer is None and source:
             found.append(Finding(str(loaded.path), loaded.line("tokenizer_config") or loaded.line("base_model"),
                                  "tokenizer-unavailable",
                                  f"{source}, so token lengths against sequence_len are not checked; run the check "
                                  f"where the tokenizer is cached to have them checked", "warning"))
+        if tokenizer is None:
             for ds in measurable:
                 ds.bounds = byte_bounds(ds, cfg)
         else:

@@ -735,7 +735,8 @@ def _tokens_without_save(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], 
     need = _embedding_leaves(ctx)
     have = [str(x) for x in (ctx.cfg.get("lora_modules_to_save") or [])]
     if missing := [n for n in need if n not in have]:
-        yield ("tokens",), (f"tokens adds {len(ctx.cfg['tokens'])} new tokens but lora_modules_to_save lacks "
+        n = len(ctx.cfg["tokens"])
+        yield ("tokens",), (f"tokens adds {n} new token{'s' if n != 1 else ''} but lora_modules_to_save lacks "
                             f"{missing}: their embeddings would stay untrained and axolotl stops at model load; add "
                             f"lora_modules_to_save: {need}")
 
@@ -828,7 +829,7 @@ def _cpu_fp16(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
         return
     bf16, fp16 = ctx.cfg.get("bf16", "auto"), ctx.cfg.get("fp16")
     if fp16 is True or (bf16 == "auto" and fp16 is None and not ctx.cfg.get("float16")):
-        key = "fp16" if fp16 is True else "bf16"
+        key = "fp16" if fp16 is True else "bf16" if "bf16" in ctx.cfg else "base_model"
         said = "fp16: true" if fp16 is True else "bf16: auto" + (" (the default)" if "bf16" not in ctx.cfg else "")
         yield (key,), (f"{said} on a CPU run means fp16 autocast (axolotl finds no bf16 GPU), several times slower "
                        f"than float32; set bf16: false and fp16: false")
@@ -882,8 +883,14 @@ def recommendation(ctx: Context, card_gib: float) -> str:
                 f"QLoRA (~{qlora:.1f} GiB)")
     if qlora <= room:
         return f"QLoRA (~{qlora:.1f} GiB) fits a {card_gib:g} GiB card; LoRA (~{lora:.1f} GiB) does not"
-    return (f"neither fits a {card_gib:g} GiB card (LoRA ~{lora:.1f}, QLoRA ~{qlora:.1f} GiB): lower sequence_len or "
-            f"micro_batch_size, or enable gradient_checkpointing")
+    levers = ["lower sequence_len or micro_batch_size"]
+    if not ctx.get("gradient_checkpointing"):
+        levers.append("enable gradient_checkpointing")
+    if not (ctx.get("liger_fused_linear_cross_entropy") or ctx.get("cut_cross_entropy")):
+        levers.append("use a fused cross-entropy (Liger's liger_fused_linear_cross_entropy), which never holds the "
+                      "logits")
+    return (f"neither fits a {card_gib:g} GiB card (LoRA ~{lora:.1f}, QLoRA ~{qlora:.1f} GiB): "
+            + ", or ".join(levers))
 
 
 @rule("vram-exceeds-gpu", "error", "the estimated peak of the config's adapter does not fit --gpu-mem")
@@ -918,7 +925,7 @@ def _warmup_long(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
     total, steps = ctx.schedule.total_steps, ctx.cfg.get("warmup_steps")
     if steps is not None and total and ctx.schedule.total_exact and _int(steps, 0) >= total:
         yield ("warmup_steps",), (f"warmup_steps {steps} >= the run's {total} optimizer steps: the learning rate never "
-                                  f"reaches {ctx.cfg.get('learning_rate')}; use warmup_steps <= {max(total // 10, 1)} "
+                                  f"reaches {ctx.cfg.get('learning_rate')}; use warmup_steps: {max(2, total // 10)} "
                                   f"or warmup_ratio: 0.1")
 
 
