@@ -113,11 +113,15 @@ def facts_block(r: rules.Report) -> list[str]:
         lines.append(f"  params     {p['trainable']:,} trainable of {p['total']:,} ({p['trainable_percent']}%){extra}")
     if m := f.get("memory"):
         lora, qlora = m["lora"], m["qlora"]
-        lines.append(f"  peak VRAM  LoRA ~{lora['peak_gib']:.1f} GiB, QLoRA ~{qlora['peak_gib']:.1f} GiB "
+        lines.append(f"  peak VRAM  LoRA ~{_gib(lora['peak_gib'])} GiB, QLoRA ~{_gib(qlora['peak_gib'])} GiB "
                      f"(estimate, one GPU, {lora['tokens_per_micro_batch']:,} tokens a micro-batch)")
         if m.get("recommendation"):
             lines.append(f"  advice     {m['recommendation']}")
     return lines
+
+
+def _gib(x: float) -> str:
+    return f"{x:.2f}" if x < 1 else f"{x:.1f}"
 
 
 def summary_table(reports: list[rules.Report]) -> str:
@@ -136,7 +140,7 @@ def summary_table(reports: list[rules.Report]) -> str:
             str(len(r.warnings)),
             f"{f['params']['trainable']:,}" if f.get("params") else "-",
             steps,
-            f"{mem['lora']['peak_gib']:.1f}/{mem['qlora']['peak_gib']:.1f} GiB" if mem else "-",
+            f"{_gib(mem['lora']['peak_gib'])}/{_gib(mem['qlora']['peak_gib'])} GiB" if mem else "-",
         ])
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
 

@@ -138,3 +138,8 @@ def test_check_of_all_shipped_configs_takes_under_5_seconds() -> None:
         times.append(time.perf_counter() - start)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert min(times) < 5.0, times
+
+
+def test_every_rule_is_documented() -> None:
+    doc = (ROOT / "docs" / "check.md").read_text()
+    assert [r for r in rules.RULES if f"| `{r}` |" not in doc] == []
