@@ -45,6 +45,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 GIB = 1024**3
@@ -126,12 +127,7 @@ def shape(arch: Mapping[str, Any], *, cache: bool = True) -> Shape:
     arch_json = json.dumps(dict(arch), sort_keys=True)
     if not cache:
         return _shape(arch_json)
-    from importlib.metadata import version
-
-    from pipeline.core import models
-
-    key = hashlib.sha256(f"{arch_json}|transformers {version('transformers')}|{SHAPE_RECIPE}".encode())
-    path = models.cache_dir() / "shapes" / f"{key.hexdigest()[:24]}.json"
+    path = shape_path(arch)
     try:
         return _from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
@@ -142,6 +138,17 @@ def shape(arch: Mapping[str, Any], *, cache: bool = True) -> Shape:
     tmp.write_text(json.dumps(dataclasses.asdict(s)))
     os.replace(tmp, path)
     return s
+
+
+def shape_path(arch: Mapping[str, Any]) -> Path:
+    """Where the shape of an architecture is cached (keyed by its config.json and transformers' version)."""
+    from importlib.metadata import version
+
+    from pipeline.core import models
+
+    arch_json = json.dumps(dict(arch), sort_keys=True)
+    key = hashlib.sha256(f"{arch_json}|transformers {version('transformers')}|{SHAPE_RECIPE}".encode())
+    return models.cache_dir() / "shapes" / f"{key.hexdigest()[:24]}.json"
 
 
 def _from_json(d: dict[str, Any]) -> Shape:

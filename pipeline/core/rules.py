@@ -208,7 +208,7 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     found += problems
 
     ctx = Context(loaded, cfg, axo, target)
-    arch, problem = _architecture(loaded, cfg)
+    arch, problem = architecture(loaded, cfg)
     if problem:
         found.append(problem)
     if arch is not None:
@@ -504,7 +504,7 @@ def _drop_covered(found: list[Finding]) -> list[Finding]:
 
 # --- the model's shape --------------------------------------------------------------------------------
 
-def _architecture(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Finding | None]:
+def architecture(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Finding | None]:
     """The model's config.json, from what ships here, a local folder or the local Hugging Face cache."""
     import json
 
