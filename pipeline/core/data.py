@@ -73,7 +73,7 @@ class DataSet:
     @property
     def type(self) -> str:
         t = self.entry.get("type")
-        return str(t).split(".", 1)[0] if isinstance(t, str) else ""
+        return t if isinstance(t, str) else ""
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"entry": self.label, "path": str(self.entry.get("path")),
@@ -198,10 +198,11 @@ def messages(ds: DataSet, row: Any) -> list[dict[str, Any]] | None:
 
 
 def check_rows(ds: DataSet, cfg: Mapping[str, Any]) -> list[Finding]:
-    if ds.type not in CHECKED_TYPES:
+    if ds.type not in CHECKED_TYPES or cfg.get("rl"):
+        what = f"an {cfg['rl']} preference set" if cfg.get("rl") else f"type {ds.entry.get('type')!r}"
         return [Finding(ds.shown, None, "data-type-unchecked",
-                        f"{ds.label} has type {ds.entry.get('type')!r}: its rows are not checked (the check knows "
-                        f"{', '.join(CHECKED_TYPES)})", "warning")]
+                        f"{ds.label} is {what}: its rows are not checked (the check knows supervised "
+                        f"{', '.join(CHECKED_TYPES)} rows)", "warning")]
     capped = _Capped()
     check = {"chat_template": _chat_row, "completion": _completion_row, "alpaca": _alpaca_row}[ds.type]
     for row, line in zip(ds.rows, ds.lines, strict=True):
@@ -377,20 +378,16 @@ def token_lengths(ds: DataSet, cfg: Mapping[str, Any], tokenizer: Any) -> list[i
         template = chat_template_for(cfg, ds.entry, tokenizer)
         if template is None:
             return None
-        out = []
+        texts = []
         for row in ds.rows:
             msgs = messages(ds, row)
-            if msgs is None:
-                out.append(0)
-                continue
-            text = tokenizer.apply_chat_template([m for m in msgs if isinstance(m["content"], str)],
-                                                 chat_template=template, tokenize=False)
-            out.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        return out
+            texts.append("" if msgs is None else tokenizer.apply_chat_template(
+                [m for m in msgs if isinstance(m["content"], str)], chat_template=template, tokenize=False))
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     if ds.type == "completion":
         key = ds.entry.get("field") or "text"
-        return [len(tokenizer(str(row.get(key, "")) if isinstance(row, dict) else "")["input_ids"]) + 1
-                for row in ds.rows]
+        texts = [str(row.get(key, "")) if isinstance(row, dict) else "" for row in ds.rows]
+        return [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]  # + the EOS axolotl appends
     return None
 
 
@@ -451,7 +448,7 @@ def check(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[list[DataSet], 
     test = [d for d in sets if d.key == "test_datasets"]
     found += leakage(train, test)
 
-    measurable = [d for d in sets if d.type in ("chat_template", "completion")]
+    measurable = [d for d in sets if d.type in ("chat_template", "completion") and not cfg.get("rl")]
     if measurable:
         tokenizer, source = tokenizer_for(cfg)
         if tokenizer is None and source:

@@ -474,7 +474,9 @@ def _validation_findings(loaded: LoadedConfig, cfg: Mapping[str, Any], exc: Any,
                          prefix: tuple[str | int, ...]) -> list[Finding]:
     found = []
     for err in exc.errors():
-        loc = (*prefix, *[p for p in err.get("loc", ()) if isinstance(p, int) or not str(p)[:1].isupper()])
+        # drop pydantic's union and validator tags (SFTDataset, function-after[...]) from the location
+        loc = (*prefix, *[p for p in err.get("loc", ())
+                          if isinstance(p, int) or not (str(p)[:1].isupper() or "[" in str(p))])
         msg = re.sub(r"^(Value|Assertion) error, ", "", str(err.get("msg", "")))
         line = loaded.line(*loc) if loc else None
         if line is None or not loc:  # a model-level check: point at the first key its message names
