@@ -40,8 +40,12 @@ def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict
 
 
 @pytest.fixture(autouse=True)
-def _from_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+def _from_the_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(ROOT)
+    # an empty Hugging Face cache: the cases do not depend on what this machine happens to hold
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
 
 
 def test_corpus_is_large_enough() -> None:
