@@ -93,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs, through axolotl's accelerate launcher (default 1; a resumed run: as before)")
     _common(p)
 
+    p = sub.add_parser("merge", help="merge a run's adapter into its base model and verify the logits",
+                       description="Merge RUN's adapter into its base model through axolotl's streaming merge, "
+                                   "into a temporary folder renamed to RUN/merged only when complete and "
+                                   "verified (merged logits vs base + adapter on the validation prompts). An "
+                                   "existing RUN/merged is kept unless --force.")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN", help="run name under the runs folder, or a path")
+    p.add_argument("--auto", action="store_true", help="merge the newest finished training run")
+    p.add_argument("--force", action="store_true", help="replace an existing RUN/merged")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="where run folders are (default: $PIPELINE_RUNS_DIR or ./runs)")
+
     p = sub.add_parser("build-model", help="build a pipeline:// model into the cache and print its path",
                        description="Build pipeline://tiny-llama or pipeline://random/<architecture> (random "
                                    "weights in a real model's shape) into $PIPELINE_CACHE. Nothing is downloaded.")
@@ -139,6 +150,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = args.config if args.config or args.resume is not None else default_configs()[0]
         return train.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),
                           runs_dir=runs.runs_root(args.runs_dir), gpus=args.gpus)
+    if args.command == "merge":
+        from pipeline import merge
+
+        return merge.main(args.run, auto=args.auto, force=args.force, runs_dir=runs.runs_root(args.runs_dir))
     if args.command == "build-model":
         from pipeline.core import models
 

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -109,6 +110,8 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     run.update_manifest(status="running", pid=os.getpid(), host=socket.gethostname(), finished=None,
                         attempts=[*attempts, this])
 
+    # SIGTERM outside axolotl's run (loading, recording) ends the attempt like Ctrl-C: recorded, exit 130
+    signal.signal(signal.SIGTERM, _interrupt)
     args = [f"--resume-from-checkpoint={checkpoint}"] if checkpoint else []
     cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args)
     progress = Progress(run.metrics_path, sys.stderr)
@@ -380,6 +383,10 @@ def rewind_metrics(run: runs.Run, step: int) -> Path | None:
         if r.get("kind") == "start" or (r.get("kind") in ("train", "eval") and (r.get("step") or 0) <= step)]
     runs.write_atomic(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
     return archive
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _now() -> str:
