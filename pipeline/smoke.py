@@ -67,6 +67,8 @@ class Result:
             "final_loss": s.get("final_loss"),
             "losses": s.get("losses"),
             "steps": s.get("steps"),
+            "world_size": s.get("world_size", 1),
+            "per_rank_peak_vram_gib": s.get("per_rank_peak_vram_gib"),
             "bounds": [v.as_dict() for v in self.verdicts],
             "ok": self.ok,
         }
@@ -115,7 +117,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
 
     started = time.perf_counter()
     code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus),
-                      engine.environment(run.metrics_path, resolved.offline), run.path / "axolotl.log")
+                      engine.environment(run.metrics_path, resolved.offline, gpus=gpus), run.path / "axolotl.log")
     runtime = time.perf_counter() - started
 
     records = run.metrics()

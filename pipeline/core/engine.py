@@ -44,8 +44,13 @@ def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path) -> di
     return cfg
 
 
-def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | None = None, *,
+                gpus: int = 1) -> dict[str, str]:
     env = dict(os.environ)
+    if gpus == 1 and "CUDA_VISIBLE_DEVICES" not in env:
+        # a one-process run on a machine with several GPUs would otherwise be split across all of them by
+        # axolotl's device_map="auto" (seen on 2 x H100: "Expected all tensors to be on the same device")
+        env["CUDA_VISIBLE_DEVICES"] = "0"
     env.update({
         metrics.ENV_FILE: str(metrics_file),
         "PYTHONUNBUFFERED": "1",
@@ -59,13 +64,20 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
     # the project's package must import inside axolotl's process (the plugin lives here)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    # axolotl's launchers run `torchrun`/`accelerate` from PATH: make it this interpreter's, not another venv's
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     env.update(extra or {})
     return env
 
 
-def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "accelerate",
+def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "torchrun",
             args: list[str] | None = None) -> list[str]:
-    """The axolotl command line for `train`, `merge_lora`, ... on one process or several GPUs."""
+    """The axolotl command line for `train`, `merge_lora`, ... on one process or several GPUs.
+
+    Several GPUs go through axolotl's own CLI and its torchrun launcher by default: torchrun needs no
+    accelerate config file, and DDP, FSDP or DeepSpeed then follow from the YAML (`fsdp_config`,
+    `deepspeed`), as they would for a user running `axolotl train --launcher torchrun` by hand.
+    """
     args = list(args or [])
     if gpus <= 1:
         return [sys.executable, "-m", f"axolotl.cli.{subcommand}", str(config), *args]

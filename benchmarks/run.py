@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Benchmark the shipped LoRA and QLoRA configs against an axolotl-defaults baseline, on one card.
+
+Every variant runs the real `pipeline smoke` command (so its wall time is the smoke's whole wall time)
+on `pipeline://random/llama-3.1-8b` (random weights in Llama-3.1-8B's exact shape) and a synthetic
+chat set long enough to fill sequence_len 4096 with packing, for `--steps` optimizer steps:
+
+    python benchmarks/run.py --steps 8 --variants baseline_lora lora baseline_qlora qlora
+
+Figures per variant, from the run's metrics.jsonl:
+- steady-state total tokens/s: tokens of steps `warmup+1..steps` over those steps' summed times
+  (the first `--warmup` steps carry allocator growth and kernel autotuning and are left out);
+- MFU against the card's measured dense bf16 ceiling (`--peak-tflops`, default 798: measured on the
+  lent H100 with an 8192^3 bf16 matmul). Model FLOPs per token, recomputation not counted:
+      4 * N_base            forward and input-gradient matmuls of the frozen base (no weight gradients)
+    + 6 * N_adapter         forward, input and weight gradients of the LoRA matrices
+    + 8 * L * S * d         attention scores and values at sequence length S, forward and backward
+  with N_base the base's linear-layer parameters (embeddings excluded, lm_head included);
+- peak allocated and reserved VRAM over the whole run;
+- the smoke command's whole wall time (imports, data, model load, steps).
+Results merge into benchmarks/results/<card>.json with the versions and the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.core import models, runs  # noqa: E402
+
+LORA, QLORA = ROOT / "configs" / "lora_style_transfer.yaml", ROOT / "configs" / "qlora_style_transfer.yaml"
+#: name -> (config, overrides). The shipped configs, their pre-tuning baselines, and candidates that
+#: change only how the same training is computed (micro batch x accumulation keeps the global batch)
+VARIANTS: dict[str, tuple[Path, list[str], int]] = {
+    "baseline_lora": (ROOT / "benchmarks" / "configs" / "baseline_lora.yaml", [], 1),
+    "lora": (LORA, [], 1),
+    "lora_mbs2": (LORA, ["micro_batch_size=2", "gradient_accumulation_steps=2"], 1),
+    "lora_2gpu": (LORA, [], 2),
+    "baseline_qlora": (ROOT / "benchmarks" / "configs" / "baseline_qlora.yaml", [], 1),
+    "qlora": (QLORA, [], 1),
+    "qlora_mbs2": (QLORA, ["micro_batch_size=2", "gradient_accumulation_steps=2"], 1),
+}
+MODEL = "pipeline://random/llama-3.1-8b"
+
+WORDS = ("river stone light signal forest engine market harbour lantern meadow copper voice circuit garden "
+         "storm bridge archive orchard compass tide ember glacier thread beacon valley station keeper "
+         "ridge hollow canopy furnace").split()
+
+
+def synthetic(path: Path, rows: int = 1500, seed: int = 0) -> Path:
+    """Chat rows of 150-1,400 words (roughly 300-3,000 tokens of the tiny tokenizer): packing has work."""
+    if path.is_file():
+        return path
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(rows):
+        user = " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 300)))
+        reply = " ".join(rng.choice(WORDS) for _ in range(rng.randint(100, 1100)))
+        lines.append(json.dumps({"messages": [{"role": "user", "content": user},
+                                              {"role": "assistant", "content": reply}]}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def flops_per_token(cfg: dict, lora_r: int, seq: int) -> tuple[float, int, int]:
+    d, L, inter = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or d // heads
+    shapes = [(d, heads * hd), (d, kv * hd), (d, kv * hd), (heads * hd, d), (d, inter), (d, inter), (inter, d)]
+    n_base = L * sum(i * o for i, o in shapes) + d * cfg["vocab_size"]
+    n_adapter = L * sum(lora_r * (i + o) for i, o in shapes)
+    return 4 * n_base + 6 * n_adapter + 8 * L * seq * d, n_base, n_adapter
+
+
+def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extra: list[str]) -> dict:
+    cfg_path, overrides, gpus = VARIANTS[name]
+    out_json = runs_dir / f"bench-{name}.json"
+    # a fresh prepared-dataset folder per variant: every smoke wall time is a cold one
+    cmd = [sys.executable, "-m", "pipeline", "smoke", str(cfg_path), "--max-steps", str(steps),
+           "--set", f"base_model={MODEL}", "--set", f"datasets.0.path={data}", "--runs-dir", str(runs_dir),
+           "--set", f"dataset_prepared_path={runs_dir / ('prepared-' + name)}", "--json", str(out_json),
+           "--gpus", str(gpus), *[a for kv in overrides for a in ("--set", kv)], *extra]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT)
+    wall = time.perf_counter() - started
+    result = json.loads(out_json.read_text())["results"][0] if out_json.is_file() else {}
+    run = runs.Run(runs_dir / result["run"]) if result.get("run") else None
+    train = [r for r in (run.metrics() if run else []) if r.get("kind") == "train"]
+    steady = train[warmup:]
+    row = {"variant": name, "config": str(cfg_path.relative_to(ROOT)), "overrides": overrides, "gpus": gpus,
+           "machine": f"{os.uname().nodename} ({runs.hardware()['accelerator']} x{len(runs.hardware()['gpus'])})",
+           "exit_code": proc.returncode,
+           "command": " ".join(cmd[1:]), "smoke_wall_s": round(wall, 1), "steps": len(train)}
+    if steady and all(r.get("step_time_s") for r in steady):
+        tokens = steady[-1]["tokens_total"] - train[warmup - 1]["tokens_total"]
+        seconds = sum(r["step_time_s"] for r in steady)
+        import yaml
+
+        resolved = yaml.safe_load((run.path / "config.yaml").read_text()) if run else {}
+        fpt, n_base, n_adapter = flops_per_token(models.architecture_config("llama-3.1-8b"),
+                                                 int(resolved.get("lora_r", 0)), int(resolved.get("sequence_len", 4096)))
+        row.update({
+            "steady_tokens_per_s": round(tokens / seconds, 1),
+            "steady_tokens_per_s_per_gpu": round(tokens / seconds / gpus, 1),
+            "per_rank_peak_allocated_gib": result.get("per_rank_peak_vram_gib"),
+            "steady_steps": len(steady),
+            "step_time_s": [round(r["step_time_s"], 3) for r in train],
+            "flops_per_token": fpt,
+            "peak_allocated_gib": round(result.get("peak_memory_gib") or 0, 2),
+            "peak_reserved_gib": round(result.get("peak_vram_reserved_gib") or 0, 2),
+            "trainable_params": result.get("trainable_params"),
+            "final_loss": result.get("final_loss"),
+            "settings": {k: resolved.get(k) for k in ("micro_batch_size", "gradient_accumulation_steps",
+                                                      "gradient_checkpointing", "sdp_attention", "flash_attention",
+                                                      "plugins", "liger_fused_linear_cross_entropy",
+                                                      "liger_rms_norm", "torch_compile", "sample_packing")},
+        })
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--peak-tflops", type=float, default=798.0, help="the card's measured dense bf16 ceiling")
+    ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "benchmarks")
+    ap.add_argument("--results", type=Path, default=None, help="default: benchmarks/results/<card>.json")
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="passed on to every smoke")
+    args = ap.parse_args()
+
+    data = synthetic(args.runs_dir / "synthetic-1500.jsonl")
+    models.resolve(MODEL)  # build once, outside any timed smoke
+    extra = [a for kv in args.extra for a in ("--set", kv)]
+    hw = runs.hardware()
+    card = hw["accelerator"].replace(" ", "-")
+    out = args.results or ROOT / "benchmarks" / "results" / f"{card}.json"
+    rows = []
+    for variant in args.variants:  # results are written after every variant: a cut-off call keeps them
+        row = measure(variant, args.steps, args.warmup, data, args.runs_dir, extra)
+        if "steady_tokens_per_s" in row:
+            row["mfu"] = round(row["steady_tokens_per_s_per_gpu"] * row["flops_per_token"]
+                               / (args.peak_tflops * 1e12), 4)
+        rows.append(row)
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        by_variant = {r["variant"]: r for r in previous.get("results", [])}
+        by_variant.update({r["variant"]: r for r in rows})
+        payload = {
+            "card": hw["accelerator"], "hardware": hw, "versions": runs.versions(),
+            "peak_bf16_tflops": args.peak_tflops, "model": MODEL,
+            "data": "synthetic 1,500 chat rows (benchmarks/run.py)",
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "results": [by_variant[k] for k in VARIANTS if k in by_variant],
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        runs.write_json(out, payload)
+    print(f"\n{'variant':<15} {'tok/s':>8} {'MFU':>6} {'alloc GiB':>9} {'resv GiB':>9} {'smoke s':>8} exit")
+    for r in payload["results"]:
+        print(f"{r['variant']:<15} {r.get('steady_tokens_per_s', 0):>8.0f} {r.get('mfu', 0):>6.1%} "
+              f"{r.get('peak_allocated_gib', 0):>9.2f} {r.get('peak_reserved_gib', 0):>9.2f} {r['smoke_wall_s']:>8.1f} "
+              f"{r['exit_code']}")
+    print(f"wrote {out}")
+    return 0 if all(r["exit_code"] in (0, 1) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
