@@ -115,3 +115,13 @@ def container(session: nox.Session) -> None:
     session.run(str(BIN / "python"), "-m", "pytest", "-m", "docker", "-p", "no:xdist", *session.posargs,
                 env={**env, "PIPELINE_IMAGE": "finetune-pipeline:cpu", "PIPELINE_DOCKER_REQUIRED": "1"},
                 external=True)
+
+
+@nox.session
+def bundle(session: nox.Session) -> None:
+    """An offline install bundle of the lock for a GPU machine: `-- --python-version 3.12 --provided FILE`."""
+    args = session.posargs or ["--python-version", "3.12", "--provided", "tools/targets/lent-gpu-image.txt",
+                               "--only", "tools/targets/runtime-minimal.txt", "--cuda", "130"]
+    if "--out" not in args:
+        args = [*args, "--out", "wheelhouse/bundle.tar.gz"]
+    session.run(str(BIN / "python"), "tools/bundle.py", *args, env=locked(session), external=True)

@@ -84,8 +84,10 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
             problems += exc.findings
             continue
         found = preflight.findings(cfg)
-        problems += preflight.errors(found)
         loaded.append((cfg, [f for f in found if f.severity != "error"]))
+        if preflight.errors(found):
+            problems += preflight.errors(found)
+            continue  # resolving would report the same problems again
         try:
             config.resolve(cfg, overrides, build_models=False)
         except UserError as exc:

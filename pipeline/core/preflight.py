@@ -16,10 +16,8 @@ def findings(loaded: LoadedConfig) -> list[Finding]:
     section = loaded.section
     found += bounds.validate(section.get("bounds"), str(loaded.path),
                              loaded.line(PIPELINE_KEY, "bounds"))
-    try:
-        from pipeline.core import rules  # the full rule set (config and data); see pipeline check
-    except ImportError:
-        return found
+    from pipeline.core import rules  # the full rule set (config and data); see pipeline check
+
     found += rules.check(loaded)
     return found
 
