@@ -51,9 +51,7 @@ VARIANTS: dict[str, tuple[Path, list[str], int]] = {
 }
 MODEL = "pipeline://random/llama-3.1-8b"
 
-WORDS = ("river stone light signal forest engine market harbour lantern meadow copper voice circuit garden "
-         "storm bridge archive orchard compass tide ember glacier thread beacon valley station keeper "
-         "ridge hollow canopy furnace").split()
+WORDS = ["river", "stone", "light", "signal", "forest", "engine", "market", "harbour", "lantern", "meadow", "copper", "voice", "circuit", "garden", "storm", "bridge", "archive", "orchard", "compass", "tide", "ember", "glacier", "thread", "beacon", "valley", "station", "keeper", "ridge", "hollow", "canopy", "furnace"]
 
 
 def synthetic(path: Path, rows: int = 1500, seed: int = 0) -> Path:
