@@ -104,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None,
                    help="where run folders are (default: $PIPELINE_RUNS_DIR or ./runs)")
 
+    p = sub.add_parser("evaluate", help="base vs tuned (and merged): loss, chrF, style, content, retention; "
+                                        "report.md/html",
+                       description="Evaluate RUN on its validation set against the base model: validation loss "
+                                   "and perplexity, greedy generations scored with chrF, style and content "
+                                   "preservation, and perplexity on held-out general text. Writes "
+                                   "RUN/eval/report.md, report.html and PNG charts; exit 1 when a gate "
+                                   "(pipeline.evaluate.gates in the config) is missed.")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN",
+                   help="run name under the runs folder, or a path (default: the newest finished training run)")
+    p.add_argument("--latest", action="store_true", help="evaluate the newest finished training run (the default)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="where run folders are (default: $PIPELINE_RUNS_DIR or ./runs)")
+
+    p = sub.add_parser("runs", help="list runs: config, status, steps, final loss, peak memory, merged, evaluated",
+                       description="List the run folders under the runs folder, oldest first, from their "
+                                   "manifests: Run | Config | Stage | Status | Steps | Final loss | Peak memory "
+                                   "| Merged | Evaluated.")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="table for people, json for scripts")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="where run folders are (default: $PIPELINE_RUNS_DIR or ./runs)")
+
     p = sub.add_parser("build-model", help="build a pipeline:// model into the cache and print its path",
                        description="Build pipeline://tiny-llama or pipeline://random/<architecture> (random "
                                    "weights in a real model's shape) into $PIPELINE_CACHE. Nothing is downloaded.")
@@ -154,6 +175,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipeline import merge
 
         return merge.main(args.run, auto=args.auto, force=args.force, runs_dir=runs.runs_root(args.runs_dir))
+    if args.command == "evaluate":
+        from pipeline import evaluate
+
+        if args.run and args.latest:
+            raise UserError.at("<command line>", None, "evaluate-which", "name a RUN or pass --latest, not both")
+        return evaluate.main(args.run, runs_dir=runs.runs_root(args.runs_dir))
+    if args.command == "runs":
+        from pipeline import runs_cmd
+
+        return runs_cmd.main(runs_dir=runs.runs_root(args.runs_dir), output=args.format)
     if args.command == "build-model":
         from pipeline.core import models
 

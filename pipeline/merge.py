@@ -212,7 +212,6 @@ def verify(cfg: dict[str, Any], adapter: Path, merged: Path) -> dict[str, Any]:
         inference.release()
         model = inference.load(base, adapter=adapter, dtype=inference.training_dtype(cfg),
                                four_bit=settings["bnb"])
-        use_reference_kernels(model)
         checks.append(compare("4-bit base + adapter (the model as trained)", logits(model, encoded), out,
                               encoded, dtype_name, behaviour_only=True))
         del model
@@ -332,18 +331,6 @@ def nf4_round_trip(model: Any, *, blocksize: int | None, double_quant: bool) -> 
         for name, param in model.named_parameters():
             if param.ndim == 2 and "lora_" not in name:
                 param.copy_(_round_trip(param.data, blocksize, double_quant))
-
-
-def use_reference_kernels(model: Any) -> None:
-    """Bitsandbytes' CPU inference kernel (AVX512-bf16, eval mode only) repacks weights and needs output
-    sizes divisible by 32; training used the dequantize-and-matmul path, which this selects."""
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        return
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
 
 
 def _interrupt(signum: int, _frame: Any) -> None:

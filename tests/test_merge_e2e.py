@@ -166,7 +166,6 @@ def test_qlora_drift_comes_from_what_the_merge_round_trips_differently(cli, qlor
     cfg = yaml.safe_load((qlora_run / "config.yaml").read_text())
     base, adapter = cfg["base_model"], qlora_run / "output"
     trained = inference.load(base, adapter=adapter, four_bit={})
-    merge.use_reference_kernels(trained)
     trained_logits = validation_logits(trained, qlora_run)
 
     def as_linear4bit(w: torch.Tensor) -> torch.Tensor:  # what Params4bit._quantize does: the 2-D tensor

@@ -135,12 +135,24 @@ def load(path: str | Path, *, adapter: str | Path | None = None, dtype: Any = No
     model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if four_bit is None:
         model.to(device())
+    else:
+        _training_kernels(model)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model
+
+
+def _training_kernels(model: Any) -> None:
+    """Bitsandbytes' CPU inference kernel (AVX512-bf16, eval mode only) repacks 4-bit weights and needs
+    layer sizes divisible by 32; QLoRA training used dequantize-then-matmul, which this selects."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def tokenizer(path: str | Path) -> Any:

@@ -1,0 +1,666 @@
+"""`pipeline evaluate`: the style-transfer benchmark of a trained run, base model vs tuned (and merged).
+
+    pipeline evaluate [RUN]       RUN: a run name or path; without it (or with --latest) the newest
+                                  finished training run
+
+For each model (the base; the tuned model, i.e. the base plus the run's adapter, 4-bit as QLoRA trained
+it; and the merged model when `RUN/merged/` exists) on the run's validation set:
+
+- validation loss and perplexity: mean next-token NLL over the assistant turns (the tokens a
+  `chat_template` dataset trains on), token-weighted over all examples;
+- a greedy generation per validation prompt, scored with chrF (sacrebleu; corpus-level, and per example)
+  against the reference rewrite;
+- style: the share of generations that use at least one of the style's coined terms
+  (`data/style_terms.txt`, matched case-sensitively as whole words), and the terms per generation;
+- content preservation: recall of the source passage's content words (lower-cased words that are not
+  stop words: names, numbers, nouns, verbs) in the generation. Copying the source scores 1.0, which is
+  why it is read together with the style score; the reference rewrites' own recall is shown beside it;
+- retention: perplexity on `data/general_heldout.txt` (plain general English), before and after tuning.
+
+The merged model must agree with the tuned one (validation loss within 1e-3 relative for LoRA in fp32,
+1e-2 in bf16/fp16, 2e-2 for QLoRA, whose merge is NF4-round-tripped; see `pipeline merge`).
+
+Gates, in the config's `pipeline: evaluate: gates:` section (the run's own copy, source.yaml), each a
+number; a missed gate, or a merged model that disagrees, exits 1:
+
+    val_loss_drop: 0.5        # tuned validation loss at least this far (nats) below the base's
+    val_loss_max: 3.0         # tuned validation loss at most this
+    heldout_ppl_ratio_max: 1.5  # tuned / base perplexity on the held-out text at most this
+    chrf_min: 20              # tuned corpus chrF at least this
+    style_min: 0.5            # share of tuned generations using a coined term at least this
+    content_min: 0.5          # tuned content-word recall at least this
+
+With no gates configured, `val_loss_drop: 0` applies: tuning must not make the validation loss worse.
+Other settings of `pipeline: evaluate:`: `style_terms`, `heldout` (paths), `max_new_tokens`.
+
+It writes `RUN/eval/`: report.md, report.html, loss_curves.png, base_vs_tuned.png, eval.json (every
+number) and manifest.json (what produced the report), through a temporary folder renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core import config, inference, runs
+from pipeline.core.errors import ExitCode, Finding, UserError
+
+GATES = {
+    "val_loss_drop": ("tuned validation loss at least {v} below the base's", "min"),
+    "val_loss_max": ("tuned validation loss at most {v}", "max"),
+    "heldout_ppl_ratio_max": ("tuned / base held-out perplexity at most {v}", "max"),
+    "chrf_min": ("tuned chrF at least {v}", "min"),
+    "style_min": ("share of tuned generations with a coined term at least {v}", "min"),
+    "content_min": ("tuned content-word recall at least {v}", "min"),
+}
+DEFAULT_GATES = {"val_loss_drop": 0.0}
+SETTINGS = ("gates", "style_terms", "heldout", "max_new_tokens")
+DEFAULT_TERMS = "data/style_terms.txt"
+DEFAULT_HELDOUT = "data/general_heldout.txt"
+MAX_TOKENS = 1024
+#: merged vs tuned validation loss, relative, by adapter type and dtype
+AGREEMENT = {"lora-float32": 1e-3, "lora": 1e-2, "qlora": 2e-2}
+COLORS = {"base": "#8c8c8c", "tuned": "#2a7ab8", "merged": "#e0873a"}
+STOP_WORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had has
+have having he her here hers herself him himself his how i if in into is it its itself just me more
+most my myself no nor not now of off on once only or other our ours ourselves out over own same she
+should so some such than that the their theirs them themselves then there these they this those
+through to too under until up very was we were what when where which while who whom why will with
+would you your yours yourself yourselves
+""".split())  # noqa: SIM905
+
+
+def main(run_ref: str | None, *, runs_dir: Path) -> int:
+    """Evaluate RUN (default: the newest finished training run) and write RUN/eval/.
+
+    run_ref: a run name under `runs_dir`, or a run folder path; None for the newest
+    runs_dir: where run folders are
+    """
+    run = pick(runs_dir, run_ref)
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    manifest = run.manifest()
+    settings = read_settings(run, manifest)  # bad gates: exit 2 before any model is loaded
+    examples = inference.examples(cfg)
+    if not examples:
+        raise UserError.at(str(run.path / "config.yaml"), None, "eval-no-examples",
+                           "the run's config names no validation rows (test_datasets) to evaluate on")
+    terms = read_terms(settings["style_terms"])
+    heldout = read_heldout(settings["heldout"])
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the temporary folder is removed
+    tmp = run.path / f".eval-{os.getpid()}"
+    tmp.mkdir()
+    started = time.perf_counter()
+    run.update_manifest(evaluate={"status": "running", "started": _now(), "pid": os.getpid()})
+    try:
+        models = measure_all(run, cfg, examples, heldout, terms, settings)
+        verdicts = judge(settings["gates"], models)
+        agreement = agree(models, cfg, run)
+        result = {
+            "run": run.name,
+            "config": manifest.get("config", {}).get("path"),
+            "base_model": cfg.get("base_model"),
+            "adapter_type": cfg.get("adapter"),
+            "examples": len(examples),
+            "models": {m.name: m.summary() for m in models},
+            "per_example": per_example(examples, models, terms),
+            "reference": reference_scores(examples, terms),
+            "gates": verdicts,
+            "merged_agreement": agreement,
+            "ok": all(v["ok"] for v in verdicts) and (agreement is None or agreement["ok"]),
+            "training": {k: manifest.get("summary", {}).get(k) for k in
+                         ("steps", "first_loss", "final_loss", "first_eval_loss", "eval_loss", "trainable_params",
+                          "train_runtime_s", "peak_rss_gib", "peak_vram_allocated_gib")},
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()},
+            "runtime_s": round(time.perf_counter() - started, 2),
+        }
+        loss_curves(run, tmp / "loss_curves.png", result)
+        base_vs_tuned(result, tmp / "base_vs_tuned.png")
+        runs.write_json(tmp / "eval.json", result)
+        eval_manifest = {
+            "run": run.name, "stage": "evaluate", "finished": _now(), "command": sys.argv,
+            "versions": runs.versions(), "hardware": runs.hardware(), "git": runs.git_revision(Path.cwd()),
+            "data": {str(p): runs.sha256_file(p) for p in (settings["style_terms"], settings["heldout"])},
+            "validation": {str(p): runs.sha256_file(p) for p in validation_files(cfg)},
+            "train_manifest": {k: manifest.get(k) for k in ("run", "status", "started", "finished", "config",
+                                                           "git", "versions")},
+        }
+        runs.write_json(tmp / "manifest.json", eval_manifest)
+        runs.write_atomic(tmp / "report.md", markdown(result, eval_manifest))
+        runs.write_atomic(tmp / "report.html", page(result, eval_manifest))
+        target = run.path / "eval"
+        old = run.path / f".eval-{os.getpid()}-old"
+        if target.exists():
+            os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.update_manifest(evaluate={"status": "interrupted", "finished": _now()})
+        print(f"{run.name}: evaluation interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.update_manifest(evaluate={"status": "failed", "finished": _now()})
+        raise
+
+    status = "passed" if result["ok"] else "failed"
+    run.update_manifest(evaluate={"status": status, "finished": _now(), "report": str(target / "report.md"),
+                                  "gates": verdicts, "merged_agreement": agreement,
+                                  "summary": result["models"]})
+    print_summary(result, target)
+    return int(ExitCode.OK if result["ok"] else ExitCode.FAILED)
+
+
+# --- which run, which settings ------------------------------------------------------------------------------
+
+def pick(runs_dir: Path, ref: str | None) -> runs.Run:
+    if ref:
+        path = Path(ref) if Path(ref).is_dir() else runs_dir / ref
+        if not (path / runs.MANIFEST).is_file():
+            raise UserError.at(ref, None, "run-missing",
+                               f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
+        run = runs.Run(path)
+        problem = not_evaluable(run)
+        if problem:
+            raise UserError.at(str(path), None, "eval-not-ready", problem)
+        return run
+    for run in reversed(runs.all_runs(runs_dir)):
+        if not not_evaluable(run):
+            return run
+    raise UserError.at(str(runs_dir), None, "eval-none",
+                       "no finished training run here to evaluate; train one with `pipeline train`")
+
+
+def not_evaluable(run: runs.Run) -> str | None:
+    m = run.manifest()
+    if m.get("stage") != "train":
+        return f"{run.name} is a {m.get('stage')} run; evaluate takes a training run"
+    if m.get("status") != "succeeded":
+        return f"{run.name} did not finish training (status {m.get('status')})"
+    if not (run.output_dir / "adapter_config.json").is_file():
+        return f"{run.name} has no adapter in {run.output_dir}"
+    return None
+
+
+def read_settings(run: runs.Run, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The `pipeline: evaluate:` section of the run's copy of the user's config, checked."""
+    source = run.path / "source.yaml"
+    loaded = config.load(source)
+    shown = str(manifest.get("config", {}).get("path") or source)  # the same bytes, so the same lines
+    section = loaded.section.get("evaluate") or {}
+    where = loaded.line("pipeline", "evaluate")
+    if not isinstance(section, dict):
+        raise UserError.at(shown, where, "eval-settings", "pipeline.evaluate must be a mapping")
+    problems = []
+    for key in section:
+        if key not in SETTINGS:
+            problems.append(Finding(shown, loaded.line("pipeline", "evaluate", key), "eval-settings",
+                                           f"unknown setting {key!r}; known: {', '.join(SETTINGS)}"))
+    gates = section.get("gates")
+    if gates is not None and not isinstance(gates, dict):
+        problems.append(Finding(shown, loaded.line("pipeline", "evaluate", "gates"), "eval-gates",
+                                       "pipeline.evaluate.gates must be a mapping of gate: number"))
+        gates = {}
+    for name, value in (gates or {}).items():
+        line = loaded.line("pipeline", "evaluate", "gates", name)
+        if name not in GATES:
+            problems.append(Finding(shown, line, "eval-gates",
+                                           f"unknown gate {name!r}; known gates: {', '.join(GATES)}"))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(Finding(shown, line, "eval-gates", f"gate {name} must be a number"))
+    max_new = section.get("max_new_tokens")
+    if max_new is not None and (isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1):
+        problems.append(Finding(shown, loaded.line("pipeline", "evaluate", "max_new_tokens"),
+                                       "eval-settings", "max_new_tokens must be a positive integer"))
+    paths = {}
+    for key, default in (("style_terms", DEFAULT_TERMS), ("heldout", DEFAULT_HELDOUT)):
+        wanted = str(section.get(key) or default)
+        found = config.find_data_file(wanted, Path(shown))
+        if found is None:
+            problems.append(Finding(shown, loaded.line("pipeline", "evaluate", key) or where,
+                                           "eval-data-missing",
+                                           f"{key} file {wanted!r} not found (looked in {Path.cwd()} and beside "
+                                           f"the config); set pipeline.evaluate.{key}"))
+        paths[key] = found
+    if problems:
+        raise UserError(*problems)
+    return {"gates": dict(gates) if gates else dict(DEFAULT_GATES), "gates_configured": bool(gates),
+            "max_new_tokens": max_new, **paths}
+
+
+def read_terms(path: Path) -> list[str]:
+    return [t.strip() for t in path.read_text(encoding="utf-8").splitlines()
+            if t.strip() and not t.lstrip().startswith("#")]
+
+
+def read_heldout(path: Path) -> list[str]:
+    return [p.strip() for p in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")) if p.strip()]
+
+
+def validation_files(cfg: dict[str, Any]) -> list[Path]:
+    entries = cfg.get("test_datasets") or cfg.get("datasets") or []
+    return [Path(e["path"]) for e in entries if isinstance(e, dict) and Path(str(e.get("path"))).is_file()]
+
+
+# --- measuring ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Measured:
+    name: str
+    val_loss: float
+    heldout_nll: float
+    generations: list[str]
+    chrf: float
+    chrf_per_example: list[float]
+    style: float
+    terms_per_generation: float
+    content: float
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "val_loss": self.val_loss, "val_ppl": math.exp(self.val_loss),
+            "heldout_ppl": math.exp(self.heldout_nll), "chrf": self.chrf, "style": self.style,
+            "terms_per_generation": self.terms_per_generation, "content": self.content,
+            "seconds": round(self.seconds, 2), **self.extra,
+        }
+
+
+def measure_all(run: runs.Run, cfg: dict[str, Any], examples: list[inference.Example], heldout: list[str],
+                terms: list[str], settings: dict[str, Any]) -> list[Measured]:
+    base, adapter = cfg["base_model"], run.output_dir
+    tok = inference.tokenizer(adapter)
+    qlora = cfg.get("adapter") == "qlora"
+    train_dtype = inference.training_dtype(cfg)
+    merged = run.path / "merged"
+    plans: list[tuple[str, dict[str, Any]]] = [
+        ("base", {"path": base, "dtype": train_dtype}),
+        ("tuned", {"path": base, "adapter": adapter, "dtype": train_dtype, "four_bit": {} if qlora else None}),
+    ]
+    if (merged / "config.json").is_file():
+        plans.append(("merged", {"path": merged, "dtype": _merged_dtype(merged)}))
+    out = []
+    for name, how in plans:
+        print(f"==> evaluate: {name} model ({len(examples)} validation examples, "
+              f"{len(heldout)} held-out paragraphs)", file=sys.stderr)
+        started = time.perf_counter()
+        model = inference.load(how["path"], adapter=how.get("adapter"), dtype=how["dtype"],
+                               four_bit=how.get("four_bit"))
+        measured = measure(name, model, tok, examples, heldout, terms, settings.get("max_new_tokens"))
+        measured.seconds = time.perf_counter() - started
+        del model
+        inference.release()
+        out.append(measured)
+    return out
+
+
+def measure(name: str, model: Any, tok: Any, examples: list[inference.Example], heldout: list[str],
+            terms: list[str], max_new_tokens: int | None) -> Measured:
+    import torch
+    from sacrebleu.metrics import CHRF
+
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    gens = []
+    with torch.no_grad():
+        for ex in examples:
+            ids, mask = inference.encode(tok, ex.messages, MAX_TOKENS)
+            nll, n = _nll(model, ids.to(dev), mask.to(dev))
+            total, count = total + nll, count + n
+            gens.append(generate(model, tok, ex, max_new_tokens))
+        h_total, h_count = 0.0, 0
+        for paragraph in heldout:
+            ids = tok(paragraph, add_special_tokens=False)["input_ids"][: MAX_TOKENS - 1]
+            if tok.bos_token_id is not None:
+                ids = [tok.bos_token_id, *ids]
+            t = torch.tensor([ids], device=dev)
+            nll, n = _nll(model, t, torch.ones_like(t))
+            h_total, h_count = h_total + nll, h_count + n
+    chrf = CHRF()
+    refs = [ex.reference for ex in examples]
+    per = [chrf.sentence_score(g, [r]).score for g, r in zip(gens, refs, strict=True)]
+    counts = [len(found_terms(g, terms)) for g in gens]
+    return Measured(
+        name=name, val_loss=total / max(count, 1), heldout_nll=h_total / max(h_count, 1), generations=gens,
+        chrf=chrf.corpus_score(gens, [refs]).score, chrf_per_example=per,
+        style=sum(c > 0 for c in counts) / len(gens), terms_per_generation=sum(counts) / len(gens),
+        content=sum(content_recall(ex.source, g) for ex, g in zip(examples, gens, strict=True)) / len(gens),
+        seconds=0.0)
+
+
+def _nll(model: Any, ids: Any, mask: Any) -> tuple[float, int]:
+    """Summed next-token NLL over the tokens `mask` marks (a token is scored when it is the target)."""
+    import torch
+
+    logits = model(input_ids=ids).logits.float()
+    logp = torch.log_softmax(logits[0, :-1], dim=-1)
+    nll = -logp.gather(1, ids[0, 1:, None])[:, 0]
+    keep = mask[0, 1:].bool()
+    return float(nll[keep].sum()), int(keep.sum())
+
+
+def generate(model: Any, tok: Any, ex: inference.Example, max_new_tokens: int | None) -> str:
+    ids = inference.prompt_ids(tok, ex.prompt).to(next(model.parameters()).device)
+    budget = max_new_tokens or min(512, int(1.5 * len(tok(ex.reference, add_special_tokens=False)["input_ids"])) + 16)
+    out = model.generate(input_ids=ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=budget,
+                         do_sample=False, num_beams=1, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    return str(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)).strip()
+
+
+def found_terms(text: str, terms: list[str]) -> list[str]:
+    """Coined terms used in `text`: case as written, whole words (so "Loomwaters" does not count)."""
+    return [t for t in terms if re.search(rf"(?<![\w-]){re.escape(t)}(?![\w-])", text)]
+
+
+def words(text: str) -> set[str]:
+    return {w.lower().removesuffix("'s") for w in re.findall(r"[A-Za-z0-9']+", text)}
+
+
+def content_recall(source: str, text: str) -> float:
+    """Share of the source's content words (not stop words) that the text repeats."""
+    wanted = words(source) - STOP_WORDS
+    return len(wanted & words(text)) / len(wanted) if wanted else 1.0
+
+
+def per_example(examples: list[inference.Example], models: list[Measured], terms: list[str]) -> list[dict]:
+    rows = []
+    for i, ex in enumerate(examples):
+        row: dict[str, Any] = {"source": ex.source, "reference": ex.reference}
+        for m in models:
+            g = m.generations[i]
+            row[m.name] = {"generation": g, "chrf": m.chrf_per_example[i], "terms": found_terms(g, terms),
+                           "content": content_recall(ex.source, g)}
+        rows.append(row)
+    return rows
+
+
+def reference_scores(examples: list[inference.Example], terms: list[str]) -> dict[str, float]:
+    refs = [ex.reference for ex in examples]
+    return {"style": sum(bool(found_terms(r, terms)) for r in refs) / len(refs),
+            "content": sum(content_recall(ex.source, ex.reference) for ex in examples) / len(examples)}
+
+
+# --- judging ------------------------------------------------------------------------------------------------
+
+def judge(gates: dict[str, float], models: list[Measured]) -> list[dict[str, Any]]:
+    by = {m.name: m.summary() for m in models}
+    base, tuned = by["base"], by["tuned"]
+    values = {
+        "val_loss_drop": base["val_loss"] - tuned["val_loss"],
+        "val_loss_max": tuned["val_loss"],
+        "heldout_ppl_ratio_max": tuned["heldout_ppl"] / base["heldout_ppl"],
+        "chrf_min": tuned["chrf"],
+        "style_min": tuned["style"],
+        "content_min": tuned["content"],
+    }
+    out = []
+    for name, limit in gates.items():
+        text, kind = GATES[name]
+        value = values[name]
+        ok = value >= limit if kind == "min" else value <= limit
+        out.append({"gate": name, "limit": limit, "value": value, "ok": ok, "meaning": text.format(v=limit)})
+    return out
+
+
+def agree(models: list[Measured], cfg: dict[str, Any], run: runs.Run) -> dict[str, Any] | None:
+    by = {m.name: m for m in models}
+    if "merged" not in by:
+        return None
+    tuned, merged = by["tuned"], by["merged"]
+    dtype = str(_merged_dtype(run.path / "merged")).replace("torch.", "")
+    key = "qlora" if cfg.get("adapter") == "qlora" else ("lora-float32" if dtype == "float32" else "lora")
+    tol = AGREEMENT[key]
+    rel = abs(merged.val_loss - tuned.val_loss) / max(abs(tuned.val_loss), 1e-12)
+    same = sum(a == b for a, b in zip(tuned.generations, merged.generations, strict=True))
+    return {"relative_val_loss_diff": rel, "tolerance": tol, "ok": rel <= tol,
+            "identical_generations": same, "generations": len(tuned.generations)}
+
+
+# --- charts -------------------------------------------------------------------------------------------------
+
+def loss_curves(run: runs.Run, path: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = run.metrics()
+    train = {r["step"]: r["loss"] for r in records if r.get("kind") == "train" and r.get("loss") is not None}
+    evals = {r["step"]: r["eval_loss"] for r in records if r.get("kind") == "eval" and r.get("eval_loss") is not None}
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(list(train), list(train.values()), color=COLORS["tuned"], linewidth=1.2, label="training loss (per step)")
+    if evals:
+        ax.plot(list(evals), list(evals.values()), "o--", color="#b8342a", label="validation loss (axolotl)")
+    ax.axhline(result["models"]["base"]["val_loss"], color=COLORS["base"], linestyle=":",
+               label="base model validation loss (this evaluation)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(f"Loss curves: {run.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+BARS = [("val_loss", "validation loss\n(lower is better)"), ("heldout_ppl", "held-out perplexity\n(lower is better)"),
+        ("chrf", "chrF vs reference\n(higher is better)"), ("style", "style: share with a coined term\n(higher)"),
+        ("content", "content-word recall\n(higher is better)")]
+
+
+def base_vs_tuned(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = result["models"]
+    names = list(models)
+    fig, axes = plt.subplots(1, len(BARS), figsize=(15, 4), dpi=100)
+    for ax, (key, label) in zip(axes, BARS, strict=True):
+        values = [models[n][key] for n in names]
+        bars = ax.bar(names, values, color=[COLORS[n] for n in names])
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom", fontsize=9)
+        ax.set_title(label, fontsize=10)
+        shares = key in ("style", "content")  # fractions: one scale, so zero reads as zero
+        ax.set_ylim(0, 1.12 if shares else max([*values, 1e-9]) * 1.18)
+    fig.suptitle(f"Base vs tuned{' vs merged' if 'merged' in models else ''}: {result['run']}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- the report ---------------------------------------------------------------------------------------------
+
+def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    models = result["models"]
+    names = list(models)
+    header = ["Metric", *names, "Reference rewrites"]
+    ref = result["reference"]
+    rows = [
+        ["Validation loss (assistant turns)", *[f"{models[n]['val_loss']:.4f}" for n in names], "-"],
+        ["Validation perplexity", *[f"{models[n]['val_ppl']:.2f}" for n in names], "-"],
+        ["chrF vs reference (corpus)", *[f"{models[n]['chrf']:.2f}" for n in names], "100"],
+        ["Style: generations with a coined term", *[f"{models[n]['style']:.0%}" for n in names],
+         f"{ref['style']:.0%}"],
+        ["Style: coined terms per generation", *[f"{models[n]['terms_per_generation']:.2f}" for n in names], "-"],
+        ["Content-word recall vs source", *[f"{models[n]['content']:.2f}" for n in names], f"{ref['content']:.2f}"],
+        ["Held-out perplexity (retention)", *[f"{models[n]['heldout_ppl']:.2f}" for n in names], "-"],
+    ]
+    return header, rows
+
+
+def gate_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rows = [[g["gate"], g["meaning"], f"{g['value']:.4g}", "pass" if g["ok"] else "FAIL"] for g in result["gates"]]
+    a = result["merged_agreement"]
+    if a is not None:
+        rows.append(["merged agrees with tuned", f"validation loss within {a['tolerance']:g} relative",
+                     f"{a['relative_val_loss_diff']:.2g}", "pass" if a["ok"] else "FAIL"])
+    return ["Gate", "Meaning", "Value", "Result"], rows
+
+
+def example_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    names = list(result["models"])
+    header = ["#", "Source passage", "Reference rewrite",
+              *[f"{n}: generation (chrF, terms, content)" for n in names]]
+    rows = []
+    for i, ex in enumerate(result["per_example"], 1):
+        cells = [str(i), ex["source"], ex["reference"]]
+        for n in names:
+            m = ex[n]
+            cells.append(f"{m['generation']} (chrF {m['chrf']:.1f}; terms: {', '.join(m['terms']) or 'none'}; "
+                         f"content {m['content']:.2f})")
+        rows.append(cells)
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _facts(result: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    t = result["training"]
+    tm = manifest["train_manifest"]
+    versions = tm.get("versions") or {}
+    git = tm.get("git") or {}
+
+    def num(x: Any, fmt: str = "{:.4f}") -> str:
+        return "-" if x is None else fmt.format(x)
+
+    return [
+        f"Run: {result['run']} (config {result['config']}, adapter {result['adapter_type']})",
+        f"Base model: {result['base_model']}",
+        f"Training: {t['steps']} steps; training loss {num(t['first_loss'])} -> {num(t['final_loss'])}; "
+        f"axolotl's validation loss {num(t['first_eval_loss'])} -> {num(t['eval_loss'])}; "
+        f"{num(t['trainable_params'], '{:,}')} trainable parameters",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+        f"Project revision: {git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}",
+        f"Evaluated {manifest['finished']} on {manifest['hardware'].get('accelerator')} in {result['runtime_s']:.0f}s; "
+        f"{result['examples']} validation examples",
+    ]
+
+
+DEFINITIONS = [
+    "Validation loss: mean next-token NLL (nats) over the assistant turns of the validation set, all tokens "
+    "weighted equally (axolotl's own eval_loss averages per batch, so it can differ slightly).",
+    "Generations are greedy. chrF is sacrebleu's character n-gram F-score against the reference rewrite.",
+    "Style: a generation counts when it uses at least one coined term of the style (case as written, whole "
+    "words).",
+    "Content-word recall: the share of the source passage's words, stop words left out, that the generation "
+    "repeats. Copying the source scores 1.0, so read it with the style score; the reference rewrites' recall "
+    "is the level a faithful rewrite reaches.",
+    "Retention: perplexity on data/general_heldout.txt, plain general English the adapter never saw.",
+    "The tuned model is the base plus the adapter, loaded as training loaded it (4-bit for QLoRA); merged is "
+    "RUN/merged from `pipeline merge`.",
+]
+
+
+def markdown(result: dict[str, Any], manifest: dict[str, Any]) -> str:
+    verdict = "PASSED" if result["ok"] else "FAILED"
+    parts = [f"# Evaluation of {result['run']}: {verdict}", "",
+             *[f"- {line}" for line in _facts(result, manifest)], "",
+             "## Gates", "", _md_table(*gate_rows(result)), "",
+             "## Base vs tuned", "", _md_table(*summary_rows(result)), "",
+             "![Base vs tuned: validation loss, held-out perplexity, chrF, style and content, one panel each]"
+             "(base_vs_tuned.png)", "",
+             "*Base vs tuned (and merged): validation loss, held-out perplexity, chrF, style share and "
+             "content-word recall, one panel each.*", "",
+             "## Loss curves", "",
+             "![Training loss per step and validation loss at each evaluation](loss_curves.png)", "",
+             "*Training loss per optimizer step and axolotl's validation loss at each evaluation (from the run's "
+             "metrics.jsonl); the dotted line is the base model's validation loss measured here.*", "",
+             "## Per example", "", _md_table(*example_rows(result)), "",
+             "## How the numbers are made", "", *[f"- {d}" for d in DEFINITIONS], "",
+             "Everything above is in eval.json; what produced it is in manifest.json.", ""]
+    return "\n".join(parts)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def page(result: dict[str, Any], manifest: dict[str, Any]) -> str:
+    verdict = "PASSED" if result["ok"] else "FAILED"
+    e = html.escape
+    facts = "".join(f"<li>{e(line)}</li>" for line in _facts(result, manifest))
+    defs = "".join(f"<li>{e(d)}</li>" for d in DEFINITIONS)
+    manifest_text = e(json.dumps(manifest, indent=2, default=str))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(result['run'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px;
+vertical-align: top; text-align: left; }} th {{ background: #f3f3f3; }} img {{ max-width: 100%; }}
+.passed {{ color: #1a7f37; }} .failed {{ color: #cf222e; }} figcaption {{ font-style: italic; }}
+pre {{ background: #f6f8fa; padding: 1em; overflow: auto; font-size: 12px; }}
+</style></head><body>
+<h1>Evaluation of {e(result['run'])}: <span class="{verdict.lower()}">{verdict}</span></h1>
+<ul>{facts}</ul>
+<h2>Gates</h2>{_html_table(*gate_rows(result))}
+<h2>Base vs tuned</h2>{_html_table(*summary_rows(result))}
+<figure><img src="base_vs_tuned.png" alt="Base vs tuned bars">
+<figcaption>Base vs tuned (and merged): validation loss, held-out perplexity, chrF, style share and
+content-word recall, one panel each.</figcaption></figure>
+<h2>Loss curves</h2>
+<figure><img src="loss_curves.png" alt="Loss curves">
+<figcaption>Training loss per optimizer step and axolotl's validation loss at each evaluation (from the run's
+metrics.jsonl); the dotted line is the base model's validation loss measured here.</figcaption></figure>
+<h2>Per example</h2>{_html_table(*example_rows(result))}
+<h2>How the numbers are made</h2><ul>{defs}</ul>
+<h2>Manifest</h2><pre>{manifest_text}</pre>
+</body></html>
+"""
+
+
+def print_summary(result: dict[str, Any], target: Path) -> None:
+    header, rows = summary_rows(result)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    for g in gate_rows(result)[1]:
+        state = "ok" if g[3] == "pass" else "FAILED"
+        line = f"{result['run']}: gate {g[0]} {state}: {g[1]}, value {g[2]}"
+        print(line, file=sys.stderr if state == "FAILED" else sys.stdout)
+    print(f"report: {target / 'report.md'} and {target / 'report.html'}")
+
+
+# --- small helpers ------------------------------------------------------------------------------------------
+
+def _merged_dtype(merged: Path) -> Any:
+    meta = json.loads((merged / "config.json").read_text())
+    return inference.dtype_of(meta.get("dtype") or meta.get("torch_dtype") or "float32")
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

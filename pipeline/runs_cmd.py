@@ -1,0 +1,108 @@
+"""`pipeline runs`: every run folder under the runs folder, one line each, from its manifest alone.
+
+    pipeline runs [--runs-dir DIR] [--format table|json]
+
+    Run | Config | Stage | Status | Steps | Final loss | Peak memory | Merged | Evaluated
+
+Status is the manifest's (`succeeded`, `interrupted`, `failed`, `running`); a `running` run whose process
+is gone from this machine shows as `killed` (it ended without recording how: `pipeline train --resume`).
+Peak memory is the whole-run peak of allocated GPU memory, or the process's peak RSS on a CPU. Merged is
+`verified` when RUN/merged/ exists and passed merge's logit check, else the last merge's status; Evaluated
+is `passed`/`failed` (the gates of `pipeline evaluate`) with the tuned validation loss. Nothing is loaded
+but JSON, so it answers at once for hundreds of runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import runs
+
+COLUMNS = ("run", "config", "stage", "status", "steps", "final_loss", "peak_memory", "merged", "evaluated")
+HEADER = ("Run", "Config", "Stage", "Status", "Steps", "Final loss", "Peak memory", "Merged", "Evaluated")
+
+
+def main(*, runs_dir: Path, output: str = "table") -> int:
+    """Print the runs under `runs_dir` (output: "table" for people, "json" for scripts)."""
+    rows = [describe(run) for run in runs.all_runs(runs_dir)]
+    if output == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"no runs in {runs_dir} (start one with `pipeline smoke` or `pipeline train`)")
+        return 0
+    print(table(rows))
+    return 0
+
+
+def describe(run: runs.Run) -> dict[str, Any]:
+    m = run.manifest()
+    s = m.get("summary") or {}
+    gpu = bool(s.get("peak_vram_allocated_gib"))
+    peak = s.get("peak_vram_allocated_gib") if gpu else s.get("peak_rss_gib")
+    merge, evaluation = m.get("merge") or {}, m.get("evaluate") or {}
+    models = evaluation.get("summary") or {}
+    return {
+        "run": run.name,
+        "path": str(run.path),
+        "config": Path(str((m.get("config") or {}).get("path") or "-")).name,
+        "stage": m.get("stage"),
+        "status": status(m),
+        "steps": s.get("steps"),
+        "final_loss": s.get("final_loss"),
+        "eval_loss": s.get("eval_loss"),
+        "peak_memory": peak,
+        "peak_memory_kind": "vram_allocated" if gpu else "rss",
+        "merged": "verified" if (run.path / "merged").is_dir() and merge.get("status") == "verified"
+        else status(merge) if merge else None,
+        "merged_path": str(run.path / "merged") if (run.path / "merged").is_dir() else None,
+        "evaluated": status(evaluation) if evaluation else None,
+        "tuned_val_loss": (models.get("tuned") or {}).get("val_loss"),
+        "base_val_loss": (models.get("base") or {}).get("val_loss"),
+        "report": evaluation.get("report"),
+        "started": m.get("started"),
+    }
+
+
+def status(record: dict[str, Any]) -> str | None:
+    """A record's status, with `running` checked against the process it names."""
+    value = record.get("status")
+    if value != "running":
+        return value
+    pid, host = record.get("pid"), record.get("host", socket.gethostname())
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return value
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "killed"
+    except PermissionError:
+        pass
+    return value
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def cells(r: dict[str, Any]) -> list[str]:
+        peak = r["peak_memory"]
+        evaluated = r["evaluated"] or "-"
+        if r["tuned_val_loss"] is not None and r["base_val_loss"] is not None:
+            evaluated += f" ({r['base_val_loss']:.3f} -> {r['tuned_val_loss']:.3f})"
+        return [
+            r["run"], r["config"], r["stage"] or "-", r["status"] or "-",
+            "-" if r["steps"] is None else str(r["steps"]),
+            "-" if r["final_loss"] is None else f"{r['final_loss']:.3f}",
+            "-" if peak is None else f"{peak:.2f} GiB" + (" RSS" if r["peak_memory_kind"] == "rss" else ""),
+            r["merged"] or "-", evaluated,
+        ]
+
+    body = [cells(r) for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(HEADER, *body, strict=True)]
+
+    def fmt(values: list[str] | tuple[str, ...]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    return "\n".join([fmt(HEADER), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, body)])
