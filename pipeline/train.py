@@ -118,7 +118,7 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     progress.start()
     started = time.perf_counter()
     try:
-        code = engine.run(cmd, engine.environment(run.metrics_path, offline), run.path / "axolotl.log")
+        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus), run.path / "axolotl.log")
     except KeyboardInterrupt:  # a second Ctrl-C while axolotl was already stopping
         code = 130
     finally:

@@ -1,0 +1,78 @@
+"""`pipeline runs`: the table and JSON from manifests alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from pipeline import runs_cmd
+from pipeline.core import runs
+
+DEAD_PID = 2**22 + 12345  # above the default pid_max: no such process
+
+
+def make(root: Path, name: str, manifest: dict, merged: bool = False) -> None:
+    path = root / name
+    path.mkdir(parents=True)
+    runs.write_json(path / "manifest.json", {"run": name, **manifest})
+    if merged:
+        (path / "merged").mkdir()
+
+
+def fill(root: Path) -> None:
+    make(root, "20260101-000000-tiny_cpu-smoke", {
+        "stage": "smoke", "status": "succeeded", "config": {"path": "/p/configs/tiny_cpu.yaml"},
+        "summary": {"steps": 3, "final_loss": 7.554, "peak_rss_gib": 0.82, "peak_vram_allocated_gib": 0.0}})
+    make(root, "20260102-000000-lora-train", {
+        "stage": "train", "status": "succeeded", "config": {"path": "/p/configs/lora.yaml"},
+        "summary": {"steps": 108, "final_loss": 1.234, "peak_vram_allocated_gib": 24.46, "peak_rss_gib": 9.0},
+        "merge": {"status": "verified"},
+        "evaluate": {"status": "passed", "report": "/r/eval/report.md",
+                     "summary": {"base": {"val_loss": 2.5}, "tuned": {"val_loss": 1.1}}}}, merged=True)
+    make(root, "20260103-000000-tiny_cpu-train", {
+        "stage": "train", "status": "running", "pid": DEAD_PID, "host": socket.gethostname(),
+        "config": {"path": "/p/configs/tiny_cpu.yaml"}, "summary": {},
+        "merge": {"status": "failed-verification"}})
+    make(root, "20260104-000000-tiny_cpu-train", {
+        "stage": "train", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+        "config": {"path": "/p/configs/tiny_cpu.yaml"}})
+    (root / "smoke-20260101-000000.json").write_text("{}")  # not a run folder
+    (root / "half-made").mkdir()  # no manifest: not a run
+
+
+def test_the_table_has_one_row_per_run_with_what_a_user_looks_for(tmp_path, capsys):
+    fill(tmp_path)
+    assert runs_cmd.main(runs_dir=tmp_path) == 0
+    header, rule, *rows = capsys.readouterr().out.splitlines()
+    assert [c.strip() for c in header.split("|")[1:-1]] == list(runs_cmd.HEADER)
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    assert cells == [
+        ["20260101-000000-tiny_cpu-smoke", "tiny_cpu.yaml", "smoke", "succeeded", "3", "7.554", "0.82 GiB RSS",
+         "-", "-"],
+        ["20260102-000000-lora-train", "lora.yaml", "train", "succeeded", "108", "1.234", "24.46 GiB", "verified",
+         "passed (2.500 -> 1.100)"],
+        ["20260103-000000-tiny_cpu-train", "tiny_cpu.yaml", "train", "killed", "-", "-", "-",
+         "failed-verification", "-"],
+        ["20260104-000000-tiny_cpu-train", "tiny_cpu.yaml", "train", "running", "-", "-", "-", "-", "-"],
+    ]
+
+
+def test_json_carries_the_same_rows_with_paths_and_units(tmp_path, capsys):
+    fill(tmp_path)
+    assert runs_cmd.main(runs_dir=tmp_path, output="json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in rows] == sorted(r["run"] for r in rows)
+    lora = rows[1]
+    assert lora["peak_memory"] == 24.46 and lora["peak_memory_kind"] == "vram_allocated"
+    assert lora["merged_path"] == str(tmp_path / "20260102-000000-lora-train" / "merged")
+    assert lora["report"] == "/r/eval/report.md" and lora["tuned_val_loss"] == 1.1
+    assert rows[0]["peak_memory_kind"] == "rss"
+
+
+def test_no_runs_is_not_an_error(tmp_path, capsys):
+    assert runs_cmd.main(runs_dir=tmp_path / "none") == 0
+    assert "no runs in" in capsys.readouterr().out
+    assert runs_cmd.main(runs_dir=tmp_path / "none", output="json") == 0
+    assert json.loads(capsys.readouterr().out) == []
