@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=0,
                    help="optimizer steps per config (default: the config's pipeline.smoke.max_steps, else 3)")
     p.add_argument("--json", type=Path, default=None, help="write the results here (default: RUNS/smoke-<time>.json)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs per run, through axolotl's accelerate launcher")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per run (DDP, or FSDP/DeepSpeed as the config says), through axolotl's torchrun launcher")
     _common(p)
 
     p = sub.add_parser("train", help="train a config through axolotl; --resume continues an interrupted run",
