@@ -51,3 +51,18 @@ def test_real_config_on_the_8b_shape(cli, runs_dir, config, max_gib):
     # random weights with std 0.02 over a 128,256-token vocabulary: the loss starts near ln(128256) = 11.8
     assert all(math.isfinite(x) for x in r["losses"]) and len(r["losses"]) == 3
     assert r["final_loss"] <= bounds_of(config)["final_loss"]
+
+
+def test_merge_on_the_gpu(cli, runs_dir):
+    """Train the tiny config on the GPU, merge through axolotl, and verify merged vs base + adapter logits."""
+    proc = cli("train", "configs/tiny_cpu.yaml", "--set", "max_steps=6", "--runs-dir", str(runs_dir), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = cli("merge", "--auto", "--runs-dir", str(runs_dir), timeout=900)
+    print(proc.stderr[-2500:])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run,) = [p for p in runs_dir.iterdir() if (p / "manifest.json").is_file()]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["hardware"]["gpus"], "the run did not see a GPU"
+    assert manifest["merge"]["status"] == "verified"
+    assert json.loads((run / "merge.json").read_text())["ok"] is True
+    assert (run / "merged" / "config.json").is_file()
