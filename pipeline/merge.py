@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.core import engine, inference, runs
+from pipeline.core import inference, runs
 from pipeline.core.errors import ExitCode, UserError
 
 TMP_PREFIX = ".merging-"
@@ -74,6 +74,8 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
     for stale in run.path.glob(f"{TMP_PREFIX}*"):  # left by a merge that was killed outright
         if not _alive(stale.name[len(TMP_PREFIX):]):
             shutil.rmtree(stale, ignore_errors=True)
+
+    from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
 
     tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
     tmp.mkdir()

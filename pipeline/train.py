@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from pipeline.core import config, engine, models, preflight, runs, summary
+from pipeline.core import config, models, preflight, runs, summary
 from pipeline.core.errors import ExitCode, UserError
 
 STAGE = "train"
@@ -70,6 +70,8 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     assert config_path is not None
     gpus = gpus or 1
     cfg, resolved = load(config_path, overrides)
+    from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
+
     run = runs.create(runs_dir, cfg.name, STAGE)
     axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir())
     resolved_text = (f"# Resolved by pipeline train from {cfg.path}\n"
@@ -100,6 +102,8 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
 
 def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None) -> int:
     """Run axolotl once on the run's config.yaml (from `checkpoint` if given); finish the manifest."""
+    from pipeline.core import engine  # imports axolotl (seconds): not before the input has been checked
+
     manifest = run.manifest()
     attempts = list(manifest.get("attempts") or [])
     this: dict[str, Any] = {
