@@ -16,10 +16,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> tuple[Path, dict]:
     """`pipeline train`, `pipeline merge --auto`, `pipeline evaluate --latest` with no config named."""
-    from conftest import run_cli
+    from conftest import cuda_devices, run_cli
 
     runs_dir = tmp_path_factory.mktemp("e2e") / "runs"
-    for args in (["train"], ["merge", "--auto"], ["evaluate", "--latest"]):
+    # no config named: the CPU default; where CUDA answers the default is the 8B config, so name the tiny one
+    train = ["train"] if cuda_devices() == 0 else ["train", "configs/tiny_cpu.yaml"]
+    for args in (train, ["merge", "--auto"], ["evaluate", "--latest"]):
         proc = run_cli(*args, "--runs-dir", str(runs_dir))
         assert proc.returncode == 0, (args, proc.stderr[-3000:])
     (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
