@@ -171,11 +171,8 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
 
 def pick(runs_dir: Path, ref: str | None) -> runs.Run:
     if ref:
-        path = Path(ref) if Path(ref).is_dir() else runs_dir / ref
-        if not (path / runs.MANIFEST).is_file():
-            raise UserError.at(ref, None, "run-missing",
-                               f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
-        run = runs.Run(path)
+        run = runs.find(runs_dir, ref)
+        path = run.path
         problem = not_evaluable(run)
         if problem:
             raise UserError.at(str(path), None, "eval-not-ready", problem)

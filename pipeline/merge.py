@@ -143,11 +143,8 @@ def finish(run: runs.Run, record: dict[str, Any], tmp: Path, status: str, code: 
 
 def pick(runs_dir: Path, ref: str | None, auto: bool) -> runs.Run:
     if ref:
-        path = Path(ref) if Path(ref).is_dir() else runs_dir / ref
-        if not (path / runs.MANIFEST).is_file():
-            raise UserError.at(ref, None, "run-missing",
-                               f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
-        run = runs.Run(path)
+        run = runs.find(runs_dir, ref)
+        path = run.path
         problem = unmergeable(run)
         if problem:
             raise UserError.at(str(path), None, "merge-not-ready", problem)

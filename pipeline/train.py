@@ -270,11 +270,8 @@ def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Ru
     if ref and ref.endswith((".yaml", ".yml")) and Path(ref).is_file() and config_path is None:
         ref, config_path = "", ref  # `pipeline train --resume CONFIG`: argparse gave the config to --resume
     if ref:
-        path = Path(ref) if Path(ref).is_dir() else runs_dir / ref
-        if not (path / runs.MANIFEST).is_file():
-            raise UserError.at(ref, None, "run-missing",
-                               f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
-        run = runs.Run(path)
+        run = runs.find(runs_dir, ref)
+        path = run.path
         m = run.manifest()
         if m.get("stage") != STAGE:
             raise UserError.at(str(path), None, "resume-not-train",

@@ -27,6 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import UserError
+
 PACKAGES = ("torch", "transformers", "peft", "axolotl", "accelerate", "datasets", "trl", "bitsandbytes",
             "finetune-pipeline")
 MANIFEST = "manifest.json"
@@ -111,6 +113,15 @@ def create(root: Path, config_name: str, stage: str) -> Run:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run folder under {root}")
+
+
+def find(root: Path, ref: str) -> Run:
+    """The run a user names: a folder path, or a run name under the runs folder."""
+    path = Path(ref) if Path(ref).is_dir() else root / ref
+    if not (path / MANIFEST).is_file():
+        raise UserError.at(ref, None, "run-missing",
+                           f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
+    return Run(path)
 
 
 def all_runs(root: Path) -> list[Run]:
