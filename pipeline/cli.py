@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue RUN (a name under the runs folder, or a path); without RUN: the newest "
                         "unfinished train run (of CONFIG, if given)")
     p.add_argument("--gpus", type=int, default=None,
-                   help="GPUs, through axolotl's accelerate launcher (default 1; a resumed run: as before)")
+                   help="GPUs, through axolotl's torchrun launcher (default 1; a resumed run: as before)")
     _common(p)
 
     p = sub.add_parser("merge", help="merge a run's adapter into its base model and verify the logits",

@@ -57,7 +57,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     resume: None for a new run; "" for the newest unfinished run (of CONFIG, if given); else a run name/path
     overrides: `--set` values, applied to this run's resolved config only (not allowed with resume)
     runs_dir: where run folders are
-    gpus: processes, one per GPU, through axolotl's accelerate launcher (default 1; resumed: as before)
+    gpus: processes, one per GPU, through axolotl's torchrun launcher (default 1; resumed: as before)
     """
     if resume is not None:
         if overrides:
