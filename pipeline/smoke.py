@@ -108,7 +108,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
             resolved.axolotl.pop(key, None)
 
     run = runs.create(runs_dir, cfg.name, "smoke")
-    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir())
+    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files)
     resolved_text = f"# Resolved by pipeline smoke from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
     runs.write_atomic(run.path / "config.yaml", resolved_text)
     runs.write_atomic(run.path / "source.yaml", cfg.text)

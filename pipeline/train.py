@@ -73,7 +73,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
 
     run = runs.create(runs_dir, cfg.name, STAGE)
-    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir())
+    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files)
     resolved_text = (f"# Resolved by pipeline train from {cfg.path}\n"
                      + yaml.safe_dump(axolotl_cfg, sort_keys=False))
     runs.write_atomic(run.path / "config.yaml", resolved_text)

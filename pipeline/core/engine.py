@@ -18,7 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.core import metrics
+#: the variable through which the launcher tells the metrics recorder (inside axolotl) where to write.
+#: It lives here, not in pipeline.core.metrics, so the launching process never imports axolotl: that import
+#: costs 5-15 s, and the child pays it anyway
+METRICS_ENV = "PIPELINE_METRICS_FILE"
 
 PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedAdapter")
 
@@ -29,11 +32,28 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path) -> dict[str, Any]:
-    """The config axolotl runs: output into the run folder, the recorder plugin, a shared dataset cache."""
+#: below this much training data (bytes of the files, all datasets), tokenising and packing run in one process
+SMALL_DATA_BYTES = 32 * 2**20
+
+
+def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
+            data_files: list[Path] | None = None) -> dict[str, Any]:
+    """The config axolotl runs: output into the run folder, the recorder plugin, a shared dataset cache.
+
+    Small data gets `dataset_num_proc: 1` unless the config sets it. Axolotl defaults to one process per
+    core, and its multipack sampler then packs in a fresh pool of up to 4 forked workers each time it
+    counts batches (5-6 times before the first step), each worker compiling the numba packer anew: on a
+    16-core H100 host that was seconds of a 36-row smoke. The bins do not depend on the process count
+    (packing groups are 100,000 rows), so what is trained is unchanged; large data keeps the parallel
+    tokenisation.
+    """
     cfg = dict(axolotl_cfg)
     for key, value in RUN_DEFAULTS.items():
         cfg.setdefault(key, value)
+    if data_files and "dataset_num_proc" not in cfg and "dataset_processes" not in cfg:
+        size = sum(p.stat().st_size for p in data_files if p.is_file())
+        if size <= SMALL_DATA_BYTES:
+            cfg["dataset_num_proc"] = 1
     cfg["output_dir"] = str(output_dir)
     # axolotl's default prepared-dataset folder is ./last_run_prepared in the user's directory; a
     # shared cache keyed by axolotl's own config+data hash lets a second smoke skip tokenisation
@@ -52,7 +72,7 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
         # axolotl's device_map="auto" (seen on 2 x H100: "Expected all tensors to be on the same device")
         env["CUDA_VISIBLE_DEVICES"] = "0"
     env.update({
-        metrics.ENV_FILE: str(metrics_file),
+        METRICS_ENV: str(metrics_file),
         "PYTHONUNBUFFERED": "1",
         "AXOLOTL_DO_NOT_TRACK": "1",
         "WANDB_MODE": env.get("WANDB_MODE", "disabled"),

@@ -30,7 +30,8 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
-ENV_FILE = "PIPELINE_METRICS_FILE"
+from pipeline.core.engine import METRICS_ENV as ENV_FILE
+
 GIB = 2**30
 
 
