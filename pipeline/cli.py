@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps per config (default: the config's pipeline.smoke.max_steps, else 3)")
     p.add_argument("--json", type=Path, default=None, help="write the results here (default: RUNS/smoke-<time>.json)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per run (DDP, or FSDP/DeepSpeed as the config says), through axolotl's torchrun launcher")
+    p.add_argument("--profile-step", type=int, default=0, metavar="N",
+                   help="run torch's profiler over optimizer step N and write RUN/profile.txt (kernels by "
+                        "device time) and RUN/profile.json (time by group: matmul, attention, ...)")
     _common(p)
 
     p = sub.add_parser("train", help="train a config through axolotl; --resume continues an interrupted run",
@@ -164,7 +167,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return smoke.main(args.configs or default_configs(), max_steps=args.max_steps,
                           overrides=config.parse_overrides(args.overrides), runs_dir=runs.runs_root(args.runs_dir),
-                          json_path=args.json, gpus=args.gpus)
+                          json_path=args.json, gpus=args.gpus,
+                          profile_step=args.profile_step)
     if args.command == "train":
         from pipeline import train
 

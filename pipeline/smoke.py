@@ -69,6 +69,7 @@ class Result:
             "steps": s.get("steps"),
             "world_size": s.get("world_size", 1),
             "per_rank_peak_vram_gib": s.get("per_rank_peak_vram_gib"),
+            "phases_s": s.get("phases"),
             "bounds": [v.as_dict() for v in self.verdicts],
             "ok": self.ok,
         }
@@ -98,7 +99,7 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
 
 
 def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
-            gpus: int = 1) -> Result:
+            gpus: int = 1, profile_step: int = 0) -> Result:
     smoke_settings = cfg.section.get("smoke") or {}
     steps = max_steps or int(smoke_settings.get("max_steps", 3))
     merged = {**SMOKE_OVERRIDES, "max_steps": steps, **overrides}
@@ -119,7 +120,9 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
 
     started = time.perf_counter()
     code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus),
-                      engine.environment(run.metrics_path, resolved.offline, gpus=gpus), run.path / "axolotl.log")
+                      engine.environment(run.metrics_path, resolved.offline, gpus=gpus,
+                                         extra={engine.PROFILE_ENV: str(profile_step)} if profile_step else None),
+                      run.path / "axolotl.log")
     runtime = time.perf_counter() - started
 
     records = run.metrics()
@@ -165,7 +168,7 @@ def table(results: list[Result]) -> str:
 
 
 def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
-         json_path: Path | None, gpus: int = 1) -> int:
+         json_path: Path | None, gpus: int = 1, profile_step: int = 0) -> int:
     loaded = prepare_all(paths, overrides)
     for _cfg, warnings in loaded:
         for w in warnings:
@@ -173,12 +176,16 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     results = []
     for cfg, _ in loaded:
         print(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)", file=sys.stderr)
-        result = run_one(cfg, max_steps=max_steps, overrides=overrides, runs_dir=runs_dir, gpus=gpus)
+        result = run_one(cfg, max_steps=max_steps, overrides=overrides, runs_dir=runs_dir, gpus=gpus,
+                         profile_step=profile_step)
         results.append(result)
         if result.exit_code in (130, 143):
             break
     print()
     print(table(results))
+    for r in results:
+        if line := summary.phase_line(r.summary.get("phases") or {}, r.runtime_s):
+            print(f"{Path(r.config).stem}: {line}")
     payload = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": runs.versions(),

@@ -34,3 +34,25 @@ def test_the_launching_process_does_not_import_axolotl_or_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
+
+
+def test_the_phase_line_takes_differences_and_ends_with_the_exit():
+    from pipeline.core import summary
+
+    line = summary.phase_line({"configured": 5.0, "data_ready": 6.5, "model_loaded": 16.5, "training": 18.0,
+                               "first_step": 30.0, "trained": 36.0}, 40.0)
+    assert line == ("startup 5.0s | data 1.5s | model 10.0s | trainer 1.5s | first step 12.0s | steps 6.0s | "
+                    "exit 4.0s")
+    assert summary.phase_line({}) == ""
+
+
+def test_kernel_names_fall_into_groups():
+    from pipeline.core.profiling import group_of, grouped
+
+    assert group_of("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
+    assert group_of("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits>") == "attention"
+    assert group_of("ncclDevKernel_AllReduce_Sum_bf16_RING_LL") == "communication"
+    assert group_of("_rms_norm_forward_kernel") == "triton"
+    assert group_of("Memcpy DtoD (Device -> Device)") == "copies"
+    g = grouped([("gemm_a", 3000.0), ("gemm_b", 1000.0), ("weird", 1000.0)])
+    assert g == {"matmul": {"ms": 4.0, "share": 0.8}, "other": {"ms": 1.0, "share": 0.2}}

@@ -71,3 +71,22 @@ def test_a_bound_below_what_the_run_reaches_fails_with_one_line(cli, runs_dir, t
     result = smoke_json(runs_dir)["results"][0]
     verdicts = {b["bound"]: b["ok"] for b in result["bounds"]}
     assert result["ok"] is False and verdicts == {"peak_rss_gib": False, "final_loss": True}
+
+
+def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, runs_dir):
+    proc = cli("smoke", TINY, "--runs-dir", str(runs_dir), "--max-steps", "2", "--profile-step", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = smoke_json(runs_dir)["results"]
+    phases = result["phases_s"]
+    names = ["configured", "data_ready", "model_loaded", "training", "first_step", "trained"]
+    assert list(phases) == names
+    times = [phases[n] for n in names]
+    assert times == sorted(times) and 0 < times[0] and times[-1] <= result["runtime_s"]
+    assert "tiny_cpu: startup " in proc.stdout and "| first step " in proc.stdout
+
+    run = runs_dir / result["run"]
+    profile = json.loads((run / "profile.json").read_text())
+    assert profile["step"] == 2 and profile["clock"] == "cpu" and profile["total_ms"] > 0
+    assert "matmul" in profile["groups"]  # a Llama step is mostly aten::mm on the CPU
+    assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 0.01
+    assert "aten::mm" in (run / "profile.txt").read_text()

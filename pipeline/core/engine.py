@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +23,10 @@ from typing import IO, Any
 #: It lives here, not in pipeline.core.metrics, so the launching process never imports axolotl: that import
 #: costs 5-15 s, and the child pays it anyway
 METRICS_ENV = "PIPELINE_METRICS_FILE"
+#: when the launcher started the child (time.time()), for the recorder's phase timeline
+LAUNCHED_ENV = "PIPELINE_LAUNCHED_AT"
+#: the optimizer step the recorder profiles (`--profile-step`)
+PROFILE_ENV = "PIPELINE_PROFILE_STEP"
 
 PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedAdapter")
 
@@ -117,7 +122,8 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
     with log_path.open("ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
-        proc = subprocess.Popen(cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+        env = {**env, LAUNCHED_ENV: repr(time.time())}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
                                 start_new_session=True)
 
         def forward(signum: int, _frame: Any) -> None:

@@ -8,6 +8,14 @@ passes the file to write in `PIPELINE_METRICS_FILE`. Records, one JSON object a 
      "tokens_trainable": ..., "step_time_s": ..., "peak_vram_allocated_gib": ..., "peak_rss_gib": ...}
     {"kind": "eval", "step": 3, "eval_loss": ...}
     {"kind": "end", "rank": 0, "peak_vram_allocated_gib": ..., "peak_vram_reserved_gib": ..., ...}
+    {"kind": "phase", "name": "model_loaded", "t_s": 31.2}
+
+Phase records say where a run's wall time went, in seconds since the launcher started the process
+(`PIPELINE_LAUNCHED_AT`): `configured` (imports done, config validated: the plugin is registered),
+`data_ready` (tokenised and packed; the model is about to load), `model_loaded` (base model and adapter),
+`training` (trainer built, the first step begins), `first_step` (its end: kernel compilation and
+autotuning land here), `trained`. With `PIPELINE_PROFILE_STEP=N` the profiler records optimizer step N
+(see pipeline.core.profiling).
 
 Axolotl resets CUDA's peak-memory counters at every log, so its own `memory/max_allocated` is a per-log
 figure. The recorder reads the counters at the end of each optimizer step, before that reset, and keeps
@@ -30,6 +38,7 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
+from pipeline.core.engine import LAUNCHED_ENV, PROFILE_ENV
 from pipeline.core.engine import METRICS_ENV as ENV_FILE
 
 GIB = 2**30
@@ -42,6 +51,22 @@ def _rank() -> int:
 def _peak_rss_gib() -> float:
     # ru_maxrss is in KiB on Linux: the whole process's peak, model loading included
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+
+
+def _since_launch() -> float | None:
+    try:
+        return round(time.time() - float(os.environ[LAUNCHED_ENV]), 2)
+    except (KeyError, ValueError):
+        return None
+
+
+def _phase(path: Path, name: str) -> None:
+    """Append one phase record (rank 0 only: the other ranks' phases are the same moments)."""
+    t = _since_launch()
+    if t is None or _rank() != 0:
+        return
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "phase", "name": name, "t_s": t}) + "\n")
 
 
 class _Recorder(TrainerCallback):
@@ -76,6 +101,8 @@ class _Recorder(TrainerCallback):
                          "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                          "max_steps": state.max_steps, "first_step": state.global_step})
 
+        _phase(self.path, "training")
+
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # called once per optimizer step, after its micro-batches were fetched; eval and checkpoint
         # saving happen between steps and so stay out of the step time
@@ -85,6 +112,8 @@ class _Recorder(TrainerCallback):
         self._sample_memory()  # synchronises the GPU first, so the step time is the device's too
         if self.step_started is not None:
             self.step_time[state.global_step] = time.perf_counter() - self.step_started
+        if len(self.step_time) == 1:
+            _phase(self.path, "first_step")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
@@ -118,10 +147,28 @@ class _Recorder(TrainerCallback):
         self._write({"kind": "end", "rank": self.rank, "step": state.global_step,
                      "peak_vram_allocated_gib": self.peak_alloc, "peak_vram_reserved_gib": self.peak_reserved,
                      "peak_rss_gib": _peak_rss_gib()})
+        _phase(self.path, "trained")
 
 
 class MetricsRecorder(BasePlugin):
     """Axolotl plugin: adds the recorder callback when `PIPELINE_METRICS_FILE` is set."""
+
+    @staticmethod
+    def _target() -> Path | None:
+        target = os.environ.get(ENV_FILE)
+        return Path(target) if target else None
+
+    def register(self, cfg: dict[str, Any]) -> None:
+        if (target := self._target()) is not None:
+            _phase(target, "configured")
+
+    def pre_model_load(self, cfg: Any) -> None:
+        if (target := self._target()) is not None:
+            _phase(target, "data_ready")
+
+    def post_model_load(self, cfg: Any, model: Any) -> None:
+        if (target := self._target()) is not None:
+            _phase(target, "model_loaded")
 
     def add_callbacks_pre_trainer(self, cfg: Any, model: Any) -> list[Any]:
         target = os.environ.get(ENV_FILE)
@@ -129,4 +176,9 @@ class MetricsRecorder(BasePlugin):
             return []
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        return [_Recorder(Path(target), trainable, total)]
+        callbacks: list[Any] = [_Recorder(Path(target), trainable, total)]
+        if (step := os.environ.get(PROFILE_ENV)) and _rank() == 0:
+            from pipeline.core.profiling import StepProfiler
+
+            callbacks.append(StepProfiler(int(step), Path(target).parent))
+        return callbacks

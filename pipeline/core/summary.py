@@ -38,6 +38,7 @@ def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> di
         "throughput_tok_s": None,
         "trainable_tok_s": None,
     }
+    out["phases"] = {r["name"]: r["t_s"] for r in records if r.get("kind") == "phase"}
     steady = train[warmup_steps:] if len(train) > warmup_steps else train
     times = [r.get("step_time_s") for r in steady]
     if steady and all(t for t in times):
@@ -49,6 +50,25 @@ def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> di
         out["trainable_tok_s"] = trainable / seconds if trainable else None
         out["steady_steps"] = len(steady)
     return out
+
+
+#: the recorder's phases in order, and what the time up to each one was spent on
+PHASES = (("configured", "startup"), ("data_ready", "data"), ("model_loaded", "model"),
+          ("training", "trainer"), ("first_step", "first step"), ("trained", "steps"))
+
+
+def phase_line(phases: dict[str, float], wall_s: float | None = None) -> str:
+    """'startup 9.1s | data 1.2s | model 10.3s | ...': where one run's wall time went."""
+    parts, last = [], 0.0
+    for key, label in PHASES:
+        if key in phases:
+            parts.append(f"{label} {phases[key] - last:.1f}s")
+            last = phases[key]
+    if not parts:
+        return ""
+    if wall_s is not None and wall_s >= last:
+        parts.append(f"exit {wall_s - last:.1f}s")
+    return " | ".join(parts)
 
 
 def used_gpu(summary: dict[str, Any]) -> bool:
