@@ -44,10 +44,13 @@ VARIANTS: dict[str, tuple[Path, list[str], int]] = {
     "baseline_lora": (ROOT / "benchmarks" / "configs" / "baseline_lora.yaml", [], 1),
     "lora": (LORA, [], 1),
     "lora_mbs2": (LORA, ["micro_batch_size=2", "gradient_accumulation_steps=2"], 1),
+    "lora_compile": (LORA, ["torch_compile=true"], 1),
+    "lora_fused_adamw": (LORA, ["optimizer=adamw_torch_fused"], 1),
     "lora_2gpu": (LORA, [], 2),
     "baseline_qlora": (ROOT / "benchmarks" / "configs" / "baseline_qlora.yaml", [], 1),
     "qlora": (QLORA, [], 1),
     "qlora_mbs2": (QLORA, ["micro_batch_size=2", "gradient_accumulation_steps=2"], 1),
+    "qlora_compile": (QLORA, ["torch_compile=true"], 1),
 }
 MODEL = "pipeline://random/llama-3.1-8b"
 
@@ -80,27 +83,31 @@ def flops_per_token(cfg: dict, lora_r: int, seq: int) -> tuple[float, int, int]:
     return 4 * n_base + 6 * n_adapter + 8 * L * seq * d, n_base, n_adapter
 
 
-def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extra: list[str]) -> dict:
+def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extra: list[str],
+            profile: bool = False) -> dict:
     cfg_path, overrides, gpus = VARIANTS[name]
     out_json = runs_dir / f"bench-{name}.json"
     # a fresh prepared-dataset folder per variant: every smoke wall time is a cold one
     cmd = [sys.executable, "-m", "pipeline", "smoke", str(cfg_path), "--max-steps", str(steps),
            "--set", f"base_model={MODEL}", "--set", f"datasets.0.path={data}", "--runs-dir", str(runs_dir),
            "--set", f"dataset_prepared_path={runs_dir / ('prepared-' + name)}", "--json", str(out_json),
-           "--gpus", str(gpus), *[a for kv in overrides for a in ("--set", kv)], *extra]
+           "--gpus", str(gpus), *[a for kv in overrides for a in ("--set", kv)], *extra,
+           *(["--profile-step", str(steps)] if profile else [])]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT)
     wall = time.perf_counter() - started
     result = json.loads(out_json.read_text())["results"][0] if out_json.is_file() else {}
     run = runs.Run(runs_dir / result["run"]) if result.get("run") else None
     train = [r for r in (run.metrics() if run else []) if r.get("kind") == "train"]
-    steady = train[warmup:]
+    # a profiled last step runs slower under the profiler: it is left out of the steady window
+    steady = train[warmup:-1] if profile else train[warmup:]
     row = {"variant": name, "config": str(cfg_path.relative_to(ROOT)), "overrides": overrides, "gpus": gpus,
            "machine": f"{os.uname().nodename} ({runs.hardware()['accelerator']} x{len(runs.hardware()['gpus'])})",
            "exit_code": proc.returncode,
            "command": " ".join(cmd[1:]), "smoke_wall_s": round(wall, 1), "steps": len(train)}
     if steady and all(r.get("step_time_s") for r in steady):
         tokens = steady[-1]["tokens_total"] - train[warmup - 1]["tokens_total"]
+        profiled = run.path / "profile.json" if run else None
         seconds = sum(r["step_time_s"] for r in steady)
         import yaml
 
@@ -118,10 +125,13 @@ def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extr
             "peak_reserved_gib": round(result.get("peak_vram_reserved_gib") or 0, 2),
             "trainable_params": result.get("trainable_params"),
             "final_loss": result.get("final_loss"),
+            "phases_s": result.get("phases_s"),
+            "profile": json.loads(profiled.read_text()) if profiled and profiled.is_file() else None,
             "settings": {k: resolved.get(k) for k in ("micro_batch_size", "gradient_accumulation_steps",
                                                       "gradient_checkpointing", "sdp_attention", "flash_attention",
                                                       "plugins", "liger_fused_linear_cross_entropy",
-                                                      "liger_rms_norm", "torch_compile", "sample_packing")},
+                                                      "liger_rms_norm", "torch_compile", "sample_packing",
+                                                      "optimizer")},
         })
     return row
 
@@ -134,6 +144,8 @@ def main() -> int:
     ap.add_argument("--peak-tflops", type=float, default=798.0, help="the card's measured dense bf16 ceiling")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "benchmarks")
     ap.add_argument("--results", type=Path, default=None, help="default: benchmarks/results/<card>.json")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile each variant's last step (left out of the steady window); groups go in the JSON")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="passed on to every smoke")
     args = ap.parse_args()
 
@@ -145,7 +157,7 @@ def main() -> int:
     out = args.results or ROOT / "benchmarks" / "results" / f"{card}.json"
     rows = []
     for variant in args.variants:  # results are written after every variant: a cut-off call keeps them
-        row = measure(variant, args.steps, args.warmup, data, args.runs_dir, extra)
+        row = measure(variant, args.steps, args.warmup, data, args.runs_dir, extra, args.profile)
         if "steady_tokens_per_s" in row:
             row["mfu"] = round(row["steady_tokens_per_s_per_gpu"] * row["flops_per_token"]
                                / (args.peak_tflops * 1e12), 4)
