@@ -5,7 +5,9 @@ through axolotl in its own run folder, and the command prints the table people r
 
     Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput (tok/s) | Final Loss
 
-Runtime is the whole axolotl process (imports, data preparation, model load, steps). Throughput is
+Runtime is the whole axolotl process (imports, data preparation, model load, steps); a line under the
+table splits it into phases (see pipeline.core.metrics), after the time this process spent checking
+and resolving the config before it launched axolotl. Throughput is
 steady-state tokens per second (all tokens, first step left out). Peak memory is the whole-run peak of
 allocated GPU memory, or the process's peak resident memory on a CPU. The same figures go to
 `smoke.json` in each run folder and to one combined JSON file. A broken bound fails the command (exit 1)
@@ -43,6 +45,8 @@ class Result:
     runtime_s: float
     summary: dict[str, Any]
     verdicts: list[bounds.Verdict] = field(default_factory=list)
+    #: seconds this process spent on the config before axolotl started (checks, resolving, run folder)
+    launch_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -56,6 +60,7 @@ class Result:
             "run": self.run,
             "exit_code": self.exit_code,
             "runtime_s": round(self.runtime_s, 2),
+            "launch_s": round(self.launch_s, 2),
             "device": "gpu" if on_gpu else "cpu",
             "peak_memory_gib": s.get("peak_vram_allocated_gib") if on_gpu else s.get("peak_rss_gib"),
             "peak_memory_kind": "vram_allocated" if on_gpu else "rss",
@@ -84,7 +89,7 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
         except UserError as exc:
             problems += exc.findings
             continue
-        found = preflight.findings(cfg)
+        found = preflight.findings(cfg, models.cache_dir() / "checks")
         loaded.append((cfg, [f for f in found if f.severity != "error"]))
         if preflight.errors(found):
             problems += preflight.errors(found)
@@ -99,7 +104,8 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
 
 
 def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
-            gpus: int = 1, profile_step: int = 0) -> Result:
+            gpus: int = 1, profile_step: int = 0, since: float | None = None) -> Result:
+    since = time.perf_counter() if since is None else since
     smoke_settings = cfg.section.get("smoke") or {}
     steps = max_steps or int(smoke_settings.get("max_steps", 3))
     merged = {**SMOKE_OVERRIDES, "max_steps": steps, **overrides}
@@ -119,6 +125,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
                         bounds=cfg.section.get("bounds") or {})
 
     started = time.perf_counter()
+    launch = started - since
     code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus),
                       engine.environment(run.metrics_path, resolved.offline, gpus=gpus,
                                          extra={engine.PROFILE_ENV: str(profile_step)} if profile_step else None),
@@ -132,7 +139,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
         code = int(ExitCode.ENGINE)
     s = summary.summarize(records)
     verdicts = bounds.evaluate(cfg.section.get("bounds"), s) if code == 0 else []
-    result = Result(str(cfg.path), run.name, code, runtime, s, verdicts)
+    result = Result(str(cfg.path), run.name, code, runtime, s, verdicts, launch_s=launch)
     runs.write_json(run.path / "smoke.json", result.as_dict())
     status = "succeeded" if result.ok else ("failed" if code in (0, 1) else
                                             "interrupted" if code in (130, 143) else "failed")
@@ -169,6 +176,7 @@ def table(results: list[Result]) -> str:
 
 def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
          json_path: Path | None, gpus: int = 1, profile_step: int = 0) -> int:
+    since = time.perf_counter()  # the first config's launch time includes checking every config
     loaded = prepare_all(paths, overrides)
     for _cfg, warnings in loaded:
         for w in warnings:
@@ -177,7 +185,8 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     for cfg, _ in loaded:
         print(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)", file=sys.stderr)
         result = run_one(cfg, max_steps=max_steps, overrides=overrides, runs_dir=runs_dir, gpus=gpus,
-                         profile_step=profile_step)
+                         profile_step=profile_step, since=since)
+        since = time.perf_counter()
         results.append(result)
         if result.exit_code in (130, 143):
             break
@@ -185,7 +194,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     print(table(results))
     for r in results:
         if line := summary.phase_line(r.summary.get("phases") or {}, r.runtime_s):
-            print(f"{Path(r.config).stem}: {line}")
+            print(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}")
     payload = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": runs.versions(),

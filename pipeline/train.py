@@ -89,7 +89,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
 def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig]:
     """The config checked and resolved; bad input raises UserError before anything is written."""
     cfg = config.load(config_path)
-    found = preflight.findings(cfg)
+    found = preflight.findings(cfg, models.cache_dir() / "checks")
     if preflight.errors(found):
         raise UserError(*preflight.errors(found))
     for warning in found:

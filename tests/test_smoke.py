@@ -82,7 +82,7 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, run
     assert list(phases) == names
     times = [phases[n] for n in names]
     assert times == sorted(times) and times[0] > 0 and times[-1] <= result["runtime_s"]
-    assert "tiny_cpu: startup " in proc.stdout and "| first step " in proc.stdout
+    assert "tiny_cpu: checks " in proc.stdout and "| startup " in proc.stdout and "| first step " in proc.stdout
 
     run = runs_dir / result["run"]
     profile = json.loads((run / "profile.json").read_text())

@@ -94,8 +94,14 @@ class StepProfiler(TrainerCallback):
             table = averages.table(sort_by=sort_by, row_limit=40, max_name_column_width=90)
         except (AttributeError, KeyError):  # newer torch names it device time
             table = averages.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
-        # device time comes from kernels only; CPU-side operators report no self device time
-        events = [(e.key, _self_time_us(e, on_device)) for e in averages]
+        # on a GPU both an operator (aten::mm) and the kernel it launched report the kernel's time as
+        # "self" device time: count kernels only, or every matmul is counted twice
+        if on_device:
+            from torch.autograd import DeviceType
+
+            events = [(e.key, _self_time_us(e, True)) for e in averages if e.device_type == DeviceType.CUDA]
+        else:
+            events = [(e.key, _self_time_us(e, False)) for e in averages]
         events = [(k, us) for k, us in events if us > 0]
         payload = {"step": self.step, "clock": "device" if on_device else "cpu",
                    "total_ms": round(sum(us for _, us in events) / 1000, 2), "groups": grouped(events)}

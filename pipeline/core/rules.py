@@ -26,6 +26,7 @@ import copy
 import difflib
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -107,6 +108,40 @@ class Target:
 
 
 def _local_cuda() -> tuple[str, tuple[int, int]] | None:
+    """The first visible GPU's name and compute capability, or None.
+
+    Asked of NVML (milliseconds) rather than torch: importing torch and starting CUDA in the launching
+    process cost seconds on the H100 host, before axolotl's own process pays them again. torch answers
+    only where pynvml is not installed, or on a ROCm machine (no NVIDIA driver, /dev/kfd present).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return None
+    try:
+        import pynvml
+    except ImportError:
+        return _torch_cuda()
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no NVIDIA driver here; torch could still see a ROCm GPU
+        return _torch_cuda() if os.path.exists("/dev/kfd") else None
+    try:
+        first = (visible or "0").split(",")[0].strip()
+        handle = (pynvml.nvmlDeviceGetHandleByIndex(int(first)) if first.isdigit()
+                  else pynvml.nvmlDeviceGetHandleByUUID(first))
+        name = pynvml.nvmlDeviceGetName(handle)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return (name.decode() if isinstance(name, bytes) else str(name)), (int(major), int(minor))
+    except Exception:  # noqa: BLE001 - a device NVML cannot describe: ask torch
+        return _torch_cuda()
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _torch_cuda() -> tuple[str, tuple[int, int]] | None:
     import torch
 
     if not torch.cuda.is_available():
