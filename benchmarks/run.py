@@ -46,11 +46,20 @@ VARIANTS: dict[str, tuple[Path, list[str], int]] = {
     "lora_mbs2": (LORA, ["micro_batch_size=2", "gradient_accumulation_steps=2"], 1),
     "lora_compile": (LORA, ["torch_compile=true"], 1),
     "lora_fused_adamw": (LORA, ["optimizer=adamw_torch_fused"], 1),
+    # axolotl's activation offloading: `true` replaces recomputation by offloading every saved activation
+    # to pinned CPU memory; `hidden_states` keeps recomputation and offloads only the checkpointed layer
+    # inputs, which frees the memory a second packed sequence per micro-batch needs
+    "lora_offload": (LORA, ["activation_offloading=true"], 1),
+    "lora_mbs2_hs": (LORA, ["micro_batch_size=2", "gradient_accumulation_steps=2",
+                            "activation_offloading=hidden_states"], 1),
     "lora_2gpu": (LORA, [], 2),
     "baseline_qlora": (ROOT / "benchmarks" / "configs" / "baseline_qlora.yaml", [], 1),
     "qlora": (QLORA, [], 1),
     "qlora_mbs2": (QLORA, ["micro_batch_size=2", "gradient_accumulation_steps=2"], 1),
     "qlora_compile": (QLORA, ["torch_compile=true"], 1),
+    "qlora_offload": (QLORA, ["activation_offloading=true"], 1),
+    "qlora_mbs2_hs": (QLORA, ["micro_batch_size=2", "gradient_accumulation_steps=2",
+                              "activation_offloading=hidden_states"], 1),
 }
 MODEL = "pipeline://random/llama-3.1-8b"
 
@@ -84,13 +93,15 @@ def flops_per_token(cfg: dict, lora_r: int, seq: int) -> tuple[float, int, int]:
 
 
 def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extra: list[str],
-            profile: bool = False) -> dict:
+            profile: bool = False, shared_prepared: bool = False) -> dict:
     cfg_path, overrides, gpus = VARIANTS[name]
     out_json = runs_dir / f"bench-{name}.json"
-    # a fresh prepared-dataset folder per variant: every smoke wall time is a cold one
+    # a fresh prepared-dataset folder per variant: every smoke wall time is a cold one (unless shared,
+    # when only the first variant tokenises)
+    prepared = runs_dir / ("prepared-shared" if shared_prepared else "prepared-" + name)
     cmd = [sys.executable, "-m", "pipeline", "smoke", str(cfg_path), "--max-steps", str(steps),
            "--set", f"base_model={MODEL}", "--set", f"datasets.0.path={data}", "--runs-dir", str(runs_dir),
-           "--set", f"dataset_prepared_path={runs_dir / ('prepared-' + name)}", "--json", str(out_json),
+           "--set", f"dataset_prepared_path={prepared}", "--json", str(out_json),
            "--gpus", str(gpus), *[a for kv in overrides for a in ("--set", kv)], *extra,
            *(["--profile-step", str(steps)] if profile else [])]
     started = time.perf_counter()
@@ -103,7 +114,7 @@ def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extr
     steady = train[warmup:-1] if profile else train[warmup:]
     row = {"variant": name, "config": str(cfg_path.relative_to(ROOT)), "overrides": overrides, "gpus": gpus,
            "machine": f"{os.uname().nodename} ({runs.hardware()['accelerator']} x{len(runs.hardware()['gpus'])})",
-           "exit_code": proc.returncode,
+           "exit_code": proc.returncode, "prepared_data": "shared" if shared_prepared else "fresh",
            "command": " ".join(cmd[1:]), "smoke_wall_s": round(wall, 1), "steps": len(train)}
     if steady and all(r.get("step_time_s") for r in steady):
         tokens = steady[-1]["tokens_total"] - train[warmup - 1]["tokens_total"]
@@ -146,6 +157,9 @@ def main() -> int:
     ap.add_argument("--results", type=Path, default=None, help="default: benchmarks/results/<card>.json")
     ap.add_argument("--profile", action="store_true",
                     help="profile each variant's last step (left out of the steady window); groups go in the JSON")
+    ap.add_argument("--shared-prepared", action="store_true",
+                    help="one prepared-dataset folder for all variants: only the first smoke tokenises (saves "
+                         "device time; the others' wall times are then warm-data ones)")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="passed on to every smoke")
     args = ap.parse_args()
 
@@ -157,7 +171,8 @@ def main() -> int:
     out = args.results or ROOT / "benchmarks" / "results" / f"{card}.json"
     rows = []
     for variant in args.variants:  # results are written after every variant: a cut-off call keeps them
-        row = measure(variant, args.steps, args.warmup, data, args.runs_dir, extra, args.profile)
+        row = measure(variant, args.steps, args.warmup, data, args.runs_dir, extra, args.profile,
+                      args.shared_prepared)
         if "steady_tokens_per_s" in row:
             row["mfu"] = round(row["steady_tokens_per_s_per_gpu"] * row["flops_per_token"]
                                / (args.peak_tflops * 1e12), 4)
