@@ -177,9 +177,8 @@ def pick(runs_dir: Path, ref: str | None) -> runs.Run:
         if problem:
             raise UserError.at(str(path), None, "eval-not-ready", problem)
         return run
-    for run in reversed(runs.all_runs(runs_dir)):
-        if not not_evaluable(run):
-            return run
+    if (newest := runs.newest(runs_dir, not_evaluable)) is not None:
+        return newest
     raise UserError.at(str(runs_dir), None, "eval-none",
                        "no finished training run here to evaluate; train one with `pipeline train`")
 

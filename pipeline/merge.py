@@ -152,9 +152,8 @@ def pick(runs_dir: Path, ref: str | None, auto: bool) -> runs.Run:
     if not auto:
         raise UserError.at("<command line>", None, "merge-which",
                            "name the run to merge, or pass --auto for the newest finished training run")
-    for run in reversed(runs.all_runs(runs_dir)):
-        if not unmergeable(run):
-            return run
+    if (newest := runs.newest(runs_dir, unmergeable)) is not None:
+        return newest
     raise UserError.at(str(runs_dir), None, "merge-none",
                        "no finished training run with an adapter here; train one with `pipeline train`")
 

@@ -47,3 +47,15 @@ def test_all_runs_lists_only_folders_with_a_manifest(tmp_path):
     runs.write_json(a.manifest_path, {"run": a.name})
     (tmp_path / "stray").mkdir()
     assert [r.name for r in runs.all_runs(tmp_path)] == [a.name]
+
+
+def test_newest_skips_runs_with_a_problem(tmp_path):
+    from pipeline.core import runs
+
+    for name in ("20260101-000000-a-train", "20260102-000000-b-train", "20260103-000000-c-smoke"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    problem = {"20260103-000000-c-smoke": "a smoke run"}.get
+    assert runs.newest(tmp_path, lambda r: problem(r.name)).name == "20260102-000000-b-train"
+    assert runs.newest(tmp_path, lambda r: "never") is None
+    assert runs.newest(tmp_path / "missing", lambda r: None) is None

@@ -21,7 +21,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -128,6 +128,11 @@ def all_runs(root: Path) -> list[Run]:
     if not root.is_dir():
         return []
     return sorted((Run(p) for p in root.iterdir() if (p / MANIFEST).is_file()), key=lambda r: r.name)
+
+
+def newest(root: Path, problem: Callable[[Run], str | None]) -> Run | None:
+    """The newest run under `root` for which `problem` finds nothing (merge and evaluate's --auto pick)."""
+    return next((run for run in reversed(all_runs(root)) if not problem(run)), None)
 
 
 def sha256_file(path: Path) -> str:
