@@ -40,9 +40,9 @@ def test_the_phase_line_takes_differences_and_ends_with_the_exit():
     from pipeline.core import summary
 
     line = summary.phase_line({"configured": 5.0, "data_ready": 6.5, "model_loaded": 16.5, "training": 18.0,
-                               "first_step": 30.0, "trained": 36.0}, 40.0)
+                               "first_step": 30.0, "trained": 36.0, "saved": 38.5}, 40.0)
     assert line == ("startup 5.0s | data 1.5s | model 10.0s | trainer 1.5s | first step 12.0s | steps 6.0s | "
-                    "exit 4.0s")
+                    "save 2.5s | exit 1.5s")
     assert summary.phase_line({}) == ""
 
 

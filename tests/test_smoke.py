@@ -78,7 +78,7 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, run
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = smoke_json(runs_dir)["results"]
     phases = result["phases_s"]
-    names = ["configured", "data_ready", "model_loaded", "training", "first_step", "trained"]
+    names = ["configured", "data_ready", "model_loaded", "training", "first_step", "trained", "saved"]
     assert list(phases) == names
     times = [phases[n] for n in names]
     assert times == sorted(times) and times[0] > 0 and times[-1] <= result["runtime_s"]

@@ -14,7 +14,8 @@ Phase records say where a run's wall time went, in seconds since the launcher st
 (`PIPELINE_LAUNCHED_AT`): `configured` (imports done, config validated: the plugin is registered),
 `data_ready` (tokenised and packed; the model is about to load), `model_loaded` (base model and adapter),
 `training` (trainer built, the first step begins), `first_step` (its end: kernel compilation and
-autotuning land here), `trained`. With `PIPELINE_PROFILE_STEP=N` the profiler records optimizer step N
+autotuning land here), `trained`, `saved` (adapter, tokenizer and model card written). What follows
+`saved` is the interpreter's exit. With `PIPELINE_PROFILE_STEP=N` the profiler records optimizer step N
 (see pipeline.core.profiling).
 
 Axolotl resets CUDA's peak-memory counters at every log, so its own `memory/max_allocated` is a per-log
@@ -169,6 +170,10 @@ class MetricsRecorder(BasePlugin):
     def post_model_load(self, cfg: Any, model: Any) -> None:
         if (target := self._target()) is not None:
             _phase(target, "model_loaded")
+
+    def post_train(self, cfg: Any, model: Any) -> None:
+        if (target := self._target()) is not None:
+            _phase(target, "saved")
 
     def add_callbacks_pre_trainer(self, cfg: Any, model: Any) -> list[Any]:
         target = os.environ.get(ENV_FILE)

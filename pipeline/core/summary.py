@@ -54,7 +54,7 @@ def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> di
 
 #: the recorder's phases in order, and what the time up to each one was spent on
 PHASES = (("configured", "startup"), ("data_ready", "data"), ("model_loaded", "model"),
-          ("training", "trainer"), ("first_step", "first step"), ("trained", "steps"))
+          ("training", "trainer"), ("first_step", "first step"), ("trained", "steps"), ("saved", "save"))
 
 
 def phase_line(phases: dict[str, float], wall_s: float | None = None) -> str:
