@@ -1,7 +1,8 @@
 """Launching axolotl on a resolved config, and nothing else: axolotl is the training engine.
 
-One process on one device runs `python -m axolotl.cli.<command> config.yaml` in-process (no accelerate
-re-exec: it does not depend on which `accelerate` is first on PATH). Several GPUs go through axolotl's
+One process on one device runs axolotl's `axolotl.cli.<command>` module on config.yaml (no accelerate
+re-exec: it does not depend on which `accelerate` is first on PATH), through pipeline.core.launch, which
+differs from `python -m axolotl.cli.<command>` only in skipping the interpreter's teardown after success. Several GPUs go through axolotl's
 own launcher (`axolotl train --launcher accelerate|torchrun`), which sets up DDP, FSDP or DeepSpeed from
 the config. Output streams to the terminal and into the run's axolotl.log; axolotl's exit status is
 returned unchanged. SIGINT and SIGTERM are passed on to axolotl, which saves nothing on its own, so a
@@ -108,8 +109,8 @@ def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "to
     `deepspeed`), as they would for a user running `axolotl train --launcher torchrun` by hand.
     """
     args = list(args or [])
-    if gpus <= 1:
-        return [sys.executable, "-m", f"axolotl.cli.{subcommand}", str(config), *args]
+    if gpus <= 1:  # axolotl's CLI module, run by pipeline.core.launch: the same entry, a faster exit
+        return [sys.executable, "-m", "pipeline.core.launch", f"axolotl.cli.{subcommand}", str(config), *args]
     cli = subcommand.replace("_", "-")
     launcher_args = ["--num_processes", str(gpus)] if launcher == "accelerate" else [f"--nproc_per_node={gpus}"]
     return [sys.executable, "-m", "axolotl.cli.main", cli, str(config), "--launcher", launcher,
