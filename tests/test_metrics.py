@@ -1,5 +1,6 @@
 """The metrics recorder, driven as the HF trainer drives it, and the summary computed from its file."""
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -87,3 +88,15 @@ def test_human_count():
     assert summary.human_count(167_772_160) == "168M"
     assert summary.human_count(18_688) == "18.7K"
     assert summary.human_count(None) == "-"
+
+
+def test_the_heap_is_frozen_only_when_allowed():
+    import subprocess
+    import sys
+
+    code = ("import gc, os; from pipeline.core import metrics; before = gc.get_freeze_count(); "
+            "metrics._freeze_heap(); print(gc.get_freeze_count() > before)")
+    for value, expected in (("1", "True"), ("0", "False")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PIPELINE_GC_FREEZE": value}).stdout.strip()
+        assert out == expected

@@ -90,3 +90,15 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, run
     assert "matmul" in profile["groups"]  # a Llama step is mostly aten::mm on the CPU
     assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 0.01
     assert "aten::mm" in (run / "profile.txt").read_text()
+
+
+def test_freezing_the_heap_changes_nothing_that_is_trained(cli, tmp_path):
+    """gc.freeze (pipeline.core.metrics) only spares the collector work: a packed run's losses are equal."""
+    losses = []
+    for value in ("0", "1"):
+        runs = tmp_path / value
+        proc = cli("smoke", TINY, "--runs-dir", str(runs), "--max-steps", "2", "--set", "sample_packing=true",
+                   env={"PIPELINE_GC_FREEZE": value})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses.append(smoke_json(runs)["results"][0]["losses"])
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
