@@ -174,7 +174,9 @@ class _Recorder(TrainerCallback):
 
 
 class MetricsRecorder(BasePlugin):
-    """Axolotl plugin: adds the recorder callback when `PIPELINE_METRICS_FILE` is set."""
+    """Axolotl plugin, active when `PIPELINE_METRICS_FILE` is set: writes the phase records, freezes the
+    heap after the imports and after the model load (`_freeze_heap`), and adds the recorder callback (and
+    the step profiler with `PIPELINE_PROFILE_STEP`)."""
 
     @staticmethod
     def _target() -> Path | None:
