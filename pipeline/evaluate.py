@@ -171,12 +171,7 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
 
 def pick(runs_dir: Path, ref: str | None) -> runs.Run:
     if ref:
-        run = runs.find(runs_dir, ref)
-        path = run.path
-        problem = not_evaluable(run)
-        if problem:
-            raise UserError.at(str(path), None, "eval-not-ready", problem)
-        return run
+        return runs.find_eligible(runs_dir, ref, not_evaluable, "eval-not-ready")
     if (newest := runs.newest(runs_dir, not_evaluable)) is not None:
         return newest
     raise UserError.at(str(runs_dir), None, "eval-none",

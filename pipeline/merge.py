@@ -143,12 +143,7 @@ def finish(run: runs.Run, record: dict[str, Any], tmp: Path, status: str, code: 
 
 def pick(runs_dir: Path, ref: str | None, auto: bool) -> runs.Run:
     if ref:
-        run = runs.find(runs_dir, ref)
-        path = run.path
-        problem = unmergeable(run)
-        if problem:
-            raise UserError.at(str(path), None, "merge-not-ready", problem)
-        return run
+        return runs.find_eligible(runs_dir, ref, unmergeable, "merge-not-ready")
     if not auto:
         raise UserError.at("<command line>", None, "merge-which",
                            "name the run to merge, or pass --auto for the newest finished training run")

@@ -202,14 +202,13 @@ class MetricsRecorder(BasePlugin):
             _phase(target, "saved")
 
     def add_callbacks_pre_trainer(self, cfg: Any, model: Any) -> list[Any]:
-        target = os.environ.get(ENV_FILE)
-        if not target:
+        if (target := self._target()) is None:
             return []
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        callbacks: list[Any] = [_Recorder(Path(target), trainable, total)]
+        callbacks: list[Any] = [_Recorder(target, trainable, total)]
         if (step := os.environ.get(PROFILE_ENV)) and _rank() == 0:
             from pipeline.core.profiling import StepProfiler
 
-            callbacks.append(StepProfiler(int(step), Path(target).parent))
+            callbacks.append(StepProfiler(int(step), target.parent))
         return callbacks

@@ -130,6 +130,14 @@ def all_runs(root: Path) -> list[Run]:
     return sorted((Run(p) for p in root.iterdir() if (p / MANIFEST).is_file()), key=lambda r: r.name)
 
 
+def find_eligible(root: Path, ref: str, problem: Callable[[Run], str | None], rule: str) -> Run:
+    """The run a user names (see `find`), refused with one line under `rule` when `problem` finds one."""
+    run = find(root, ref)
+    if (why := problem(run)) is not None:
+        raise UserError.at(str(run.path), None, rule, why)
+    return run
+
+
 def newest(root: Path, problem: Callable[[Run], str | None]) -> Run | None:
     """The newest run under `root` for which `problem` finds nothing (merge and evaluate's --auto pick)."""
     return next((run for run in reversed(all_runs(root)) if not problem(run)), None)
