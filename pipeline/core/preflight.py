@@ -3,9 +3,9 @@
 `findings(loaded)` returns every problem found in a config and the data it names, without loading a
 model or touching a GPU. Stages stop on errors and print warnings.
 
-A config that passed (warnings allowed) is remembered in `$PIPELINE_CACHE/checks/`, keyed by its path and
-text, the checking code, axolotl's version and the GPU here; the entry also records the size and
-modification time of every data file the check read. Running the same smoke or training again then skips
+A config that passed (warnings allowed) is remembered in `$PIPELINE_CACHE/checks/`, keyed by its path
+and text, the checking code, axolotl's version and the target (the GPU here); the entry also records the
+size and modification time of every data file the check read. Running the same smoke or training again then skips
 the check, which on an H100 host cost several seconds of the launching process (axolotl's schema pulls in
 torch), and replays its warnings. Any change to the config, the data, the rules or the card checks
 afresh. Errors are never remembered: a config with errors is checked every time.
@@ -29,7 +29,10 @@ _CODE = ("preflight.py", "rules.py", "data.py", "estimate.py", "bounds.py", "con
 
 
 def findings(loaded: LoadedConfig, cache_dir: Path | None = None) -> list[Finding]:
-    key = _key(loaded) if cache_dir is not None else None
+    from pipeline.core import rules  # the full rule set (config and data); see pipeline check
+
+    target = rules.target_for(loaded)  # asks NVML once, for the key and for the rules
+    key = _key(loaded, target.as_dict()) if cache_dir is not None else None
     if key is not None and cache_dir is not None and (hit := _recall(cache_dir / f"{key}.json")) is not None:
         return hit
 
@@ -37,9 +40,7 @@ def findings(loaded: LoadedConfig, cache_dir: Path | None = None) -> list[Findin
     section = loaded.section
     found += bounds.validate(section.get("bounds"), str(loaded.path),
                              loaded.line(PIPELINE_KEY, "bounds"))
-    from pipeline.core import rules  # the full rule set (config and data); see pipeline check
-
-    report = rules.inspect(loaded)
+    report = rules.inspect(loaded, target)
     found += report.findings
     if key is not None and cache_dir is not None and not errors(found):
         files = [d["resolved"] for d in report.facts.get("data", []) if d.get("resolved")]
@@ -51,9 +52,7 @@ def errors(found: list[Finding]) -> list[Finding]:
     return [f for f in found if f.severity == "error"]
 
 
-def _key(loaded: LoadedConfig) -> str | None:
-    from pipeline.core import rules
-
+def _key(loaded: LoadedConfig, target: dict[str, Any]) -> str:
     try:
         axolotl = metadata.version("axolotl")
     except metadata.PackageNotFoundError:
@@ -63,7 +62,7 @@ def _key(loaded: LoadedConfig) -> str | None:
     for name in _CODE:
         h.update((here / name).read_bytes())
     h.update(json.dumps({"config": str(loaded.path.resolve()), "text": loaded.text, "axolotl": axolotl,
-                         "gpu": rules._local_cuda(), "cwd": os.getcwd()}, default=str).encode())
+                         "target": target, "cwd": os.getcwd()}, default=str).encode())
     return h.hexdigest()[:32]
 
 
