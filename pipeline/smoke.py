@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from pipeline.core import bounds, config, engine, models, preflight, runs, summary
-from pipeline.core.errors import ExitCode, UserError
+from pipeline.core.errors import ExitCode, Finding, UserError
 
 SMOKE_OVERRIDES: dict[str, Any] = {"save_strategy": "no", "eval_strategy": "no"}
 SMOKE_DROPS = ("evals_per_epoch", "saves_per_epoch", "eval_steps", "save_steps", "save_total_limit",
@@ -103,11 +103,15 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
     return loaded
 
 
+def steps_of(cfg: config.LoadedConfig, max_steps: int) -> int:
+    """The optimizer steps a smoke of `cfg` runs: --max-steps, else the config's smoke.max_steps, else 3."""
+    return max_steps or int((cfg.section.get("smoke") or {}).get("max_steps", 3))
+
+
 def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
             gpus: int = 1, profile_step: int = 0, since: float | None = None) -> Result:
     since = time.perf_counter() if since is None else since
-    smoke_settings = cfg.section.get("smoke") or {}
-    steps = max_steps or int(smoke_settings.get("max_steps", 3))
+    steps = steps_of(cfg, max_steps)
     merged = {**SMOKE_OVERRIDES, "max_steps": steps, **overrides}
     resolved = config.resolve(cfg, merged)
     for key in SMOKE_DROPS:
@@ -178,6 +182,12 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
          json_path: Path | None, gpus: int = 1, profile_step: int = 0) -> int:
     since = time.perf_counter()  # the first config's launch time includes checking every config
     loaded = prepare_all(paths, overrides)
+    if profile_step:  # a step the run never reaches would profile nothing, silently
+        late = [(c, steps_of(c, max_steps)) for c, _ in loaded if not 1 <= profile_step <= steps_of(c, max_steps)]
+        if late:
+            raise UserError(*(Finding("<command line>", None, "profile-step",
+                                      f"--profile-step {profile_step} is outside {c.path}'s {n} steps; "
+                                      f"pick 1..{n}") for c, n in late))
     for _cfg, warnings in loaded:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)

@@ -54,3 +54,10 @@ def test_help_explains_commands_and_exit_codes(cli):
     assert proc.returncode == 0
     assert "smoke" in proc.stdout and "exit" in proc.stdout.lower() and "130" in proc.stdout
     assert cli("--version").stdout.startswith("pipeline ")
+
+
+@pytest.mark.parametrize("step", ["4", "-1"])
+def test_a_profile_step_the_run_never_reaches(cli, runs_dir, step):
+    proc = cli("smoke", "configs/tiny_cpu.yaml", "--profile-step", step, "--runs-dir", str(runs_dir))
+    assert_clean_failure(proc, runs_dir, f"<command line>: profile-step: --profile-step {step} is outside "
+                                         "configs/tiny_cpu.yaml's 3 steps; pick 1..3")
