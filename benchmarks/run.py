@@ -116,6 +116,7 @@ def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extr
     steady = train[warmup:-1] if profile else train[warmup:]
     row = {"variant": name, "config": str(cfg_path.relative_to(ROOT)), "overrides": overrides, "gpus": gpus,
            "machine": f"{os.uname().nodename} ({runs.hardware()['accelerator']} x{len(runs.hardware()['gpus'])})",
+           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "exit_code": proc.returncode, "prepared_data": "shared" if shared_prepared else "fresh",
            "command": " ".join(cmd[1:]), "smoke_wall_s": round(wall, 1), "steps": len(train)}
     if steady and all(r.get("step_time_s") for r in steady):

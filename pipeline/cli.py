@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return int(ExitCode.USAGE)
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    from pipeline.core import engine
+
+    engine.use_bytecode_cache()
     try:
         return _dispatch(args)
     except UserError as exc:

@@ -56,3 +56,37 @@ def test_kernel_names_fall_into_groups():
     assert group_of("Memcpy DtoD (Device -> Device)") == "copies"
     g = grouped([("gemm_a", 3000.0), ("gemm_b", 1000.0), ("weird", 1000.0)])
     assert g == {"matmul": {"ms": 4.0, "share": 0.8}, "other": {"ms": 1.0, "share": 0.2}}
+
+
+def test_bytecode_goes_to_the_cache_where_the_environment_forbids_writing_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
+    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", engine.PYCACHE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    plain = engine.environment(tmp_path / "m.jsonl", offline=True)
+    assert "PYTHONPYCACHEPREFIX" not in plain  # bytecode is written beside the sources as usual
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as CUDA images set it
+    env = engine.environment(tmp_path / "m.jsonl", offline=True)
+    assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+
+    monkeypatch.setenv(engine.PYCACHE_ENV, "0")
+    assert "PYTHONPYCACHEPREFIX" not in engine.environment(tmp_path / "m.jsonl", offline=True)
+    monkeypatch.delenv(engine.PYCACHE_ENV)
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "mine"))  # the user's own prefix wins
+    assert engine.environment(tmp_path / "m.jsonl", offline=True)["PYTHONPYCACHEPREFIX"] == str(tmp_path / "mine")
+
+
+def test_a_child_under_the_bytecode_cache_writes_there_and_not_beside_its_sources(tmp_path, monkeypatch):
+    pkg = tmp_path / "src" / "somepkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("VALUE = 7\n")
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    monkeypatch.delenv(engine.PYCACHE_ENV, raising=False)
+    env = engine.environment(tmp_path / "m.jsonl", offline=True)
+    subprocess.run([sys.executable, "-c", "import somepkg"], cwd=tmp_path / "src", env=env, check=True)
+    assert not (pkg / "__pycache__").exists()
+    assert list((tmp_path / "cache" / "pycache").rglob("__init__*.pyc"))

@@ -30,6 +30,38 @@ LAUNCHED_ENV = "PIPELINE_LAUNCHED_AT"
 PROFILE_ENV = "PIPELINE_PROFILE_STEP"
 
 PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedAdapter")
+#: "0" turns the bytecode cache below off
+PYCACHE_ENV = "PIPELINE_PYCACHE"
+
+
+def bytecode_cache(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where compiled bytecode should go when the environment forbids writing it beside the sources.
+
+    CUDA images commonly set PYTHONDONTWRITEBYTECODE=1 (so do ours: it keeps image layers clean), and
+    packages unpacked rather than pip-installed (an offline bundle, a read-only checkout) then carry no
+    .pyc at all, so every axolotl process compiles their sources again: 3,459 modules and 10 s of an
+    18 s startup on the lent H100 machine. Bytecode is then kept in $PIPELINE_CACHE/pycache
+    (PYTHONPYCACHEPREFIX: a mirror tree, never a file beside the sources). Python then ignores the
+    __pycache__ folders beside the sources, so the first run compiles everything once (7 s more there);
+    every later run reads it back (the 8B smoke: 35 s -> 21 s). None when bytecode is written normally,
+    when the user set a prefix of their own, or with PIPELINE_PYCACHE=0.
+    """
+    env = os.environ if env is None else env
+    if env.get(PYCACHE_ENV) == "0" or env.get("PYTHONPYCACHEPREFIX"):
+        return None
+    if not env.get("PYTHONDONTWRITEBYTECODE") and not sys.dont_write_bytecode:
+        return None
+    from pipeline.core.models import cache_dir
+
+    return cache_dir() / "pycache"
+
+
+def use_bytecode_cache() -> None:
+    """The same for this process (the launcher's own imports: tokenizers, transformers for the checks)."""
+    prefix = bytecode_cache()
+    if prefix is not None and sys.pycache_prefix is None:
+        sys.pycache_prefix = str(prefix)
+        sys.dont_write_bytecode = False
 
 #: settings every run gets unless the config sets them itself
 RUN_DEFAULTS: dict[str, Any] = {
@@ -88,6 +120,10 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
     # Triton keeps compiled kernels in ~/.triton/cache already; this keeps autotuning results there too,
     # so a second run of the same shapes does not re-time its kernel configurations
     env.setdefault("TRITON_CACHE_AUTOTUNING", "1")
+    prefix = bytecode_cache(env)
+    if prefix is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(prefix)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     if offline:  # every model and dataset is local: never wait on a hub that may be unreachable
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
