@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,17 @@ def test_kernel_names_fall_into_groups():
     assert g == {"matmul": {"ms": 4.0, "share": 0.8}, "other": {"ms": 1.0, "share": 0.2}}
 
 
+def _package_without_bytecode(root: Path, name: str = "somepkg") -> Path:
+    pkg = root / name
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("VALUE = 7\n")
+    return pkg
+
+
 def test_bytecode_goes_to_the_cache_where_the_environment_forbids_writing_it(tmp_path, monkeypatch):
+    _package_without_bytecode(tmp_path / "src")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
     for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", engine.PYCACHE_ENV):
         monkeypatch.delenv(var, raising=False)
@@ -78,10 +89,22 @@ def test_bytecode_goes_to_the_cache_where_the_environment_forbids_writing_it(tmp
     assert engine.environment(tmp_path / "m.jsonl", offline=True)["PYTHONPYCACHEPREFIX"] == str(tmp_path / "mine")
 
 
+def test_installed_bytecode_is_used_as_it_is(tmp_path, monkeypatch):
+    """A pip-installed stack has its .pyc: a prefix would make every fresh container compile it again."""
+    pkg = _package_without_bytecode(tmp_path / "src")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(pkg)], check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"})
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    assert engine.bytecode_cache() is None
+
+
 def test_a_child_under_the_bytecode_cache_writes_there_and_not_beside_its_sources(tmp_path, monkeypatch):
-    pkg = tmp_path / "src" / "somepkg"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("VALUE = 7\n")
+    pkg = _package_without_bytecode(tmp_path / "src")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)

@@ -34,26 +34,55 @@ PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedA
 PYCACHE_ENV = "PIPELINE_PYCACHE"
 
 
-def bytecode_cache(env: Mapping[str, str] | None = None) -> Path | None:
-    """Where compiled bytecode should go when the environment forbids writing it beside the sources.
+#: packages whose top-level bytecode tells whether the installed stack carries any (they are looked up, not
+#: imported)
+BYTECODE_PROBES = ("axolotl", "transformers", "torch", "peft", "datasets", "trl")
 
-    CUDA images commonly set PYTHONDONTWRITEBYTECODE=1 (so do ours: it keeps image layers clean), and
-    packages unpacked rather than pip-installed (an offline bundle, a read-only checkout) then carry no
-    .pyc at all, so every axolotl process compiles their sources again: 3,459 modules and 10 s of an
-    18 s startup on the lent H100 machine. Bytecode is then kept in $PIPELINE_CACHE/pycache
-    (PYTHONPYCACHEPREFIX: a mirror tree, never a file beside the sources). Python then ignores the
-    __pycache__ folders beside the sources, so the first run compiles everything once (7 s more there);
-    every later run reads it back (the 8B smoke: 35 s -> 21 s). None when bytecode is written normally,
-    when the user set a prefix of their own, or with PIPELINE_PYCACHE=0.
+
+def bytecode_cache(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where compiled bytecode should go when the environment forbids writing it and none was installed.
+
+    CUDA images commonly set PYTHONDONTWRITEBYTECODE=1 (so do ours: it keeps image layers clean). That
+    costs nothing where pip compiled the packages at install time, but packages unpacked rather than
+    pip-installed (an offline bundle, some images' own stacks) then carry no .pyc at all, and every
+    axolotl process compiles their sources again: 3,459 modules and 10 s of an 18 s startup on the lent
+    H100 machine. There, bytecode is kept in $PIPELINE_CACHE/pycache (PYTHONPYCACHEPREFIX: a mirror
+    tree, never a file beside the sources). Python then ignores the __pycache__ folders beside the
+    sources, so the first run compiles everything once (about 7 s more there) and every later run reads
+    it back (the 8B smoke: 35 s -> 21 s). That is why it is used only where one of BYTECODE_PROBES lacks
+    its bytecode: in a pip-installed image (ours) every `docker run` would otherwise start by compiling
+    what is already compiled. None as well when bytecode is written normally, when the user set a prefix
+    of their own, or with PIPELINE_PYCACHE=0.
     """
     env = os.environ if env is None else env
     if env.get(PYCACHE_ENV) == "0" or env.get("PYTHONPYCACHEPREFIX"):
         return None
     if not env.get("PYTHONDONTWRITEBYTECODE") and not sys.dont_write_bytecode:
         return None
+    if not _installed_without_bytecode(BYTECODE_PROBES):
+        return None
     from pipeline.core.models import cache_dir
 
     return cache_dir() / "pycache"
+
+
+def _installed_without_bytecode(packages: tuple[str, ...]) -> bool:
+    """Whether one of these installed packages has no .pyc of its __init__ beside it for this interpreter."""
+    import importlib.machinery
+    import importlib.util
+
+    for name in packages:
+        try:
+            spec = importlib.util.find_spec(name)  # a top-level name: found on sys.path, not imported
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        source = Path(spec.origin)
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+        if not pyc.is_file():
+            return True
+    return False
 
 
 def use_bytecode_cache() -> None:
