@@ -32,8 +32,6 @@ PROFILE_ENV = "PIPELINE_PROFILE_STEP"
 PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedAdapter")
 #: "0" turns the bytecode cache below off
 PYCACHE_ENV = "PIPELINE_PYCACHE"
-
-
 #: packages whose top-level bytecode tells whether the installed stack carries any (they are looked up, not
 #: imported)
 BYTECODE_PROBES = ("axolotl", "transformers", "torch", "peft", "datasets", "trl")
@@ -68,7 +66,6 @@ def bytecode_cache(env: Mapping[str, str] | None = None) -> Path | None:
 
 def _installed_without_bytecode(packages: tuple[str, ...]) -> bool:
     """Whether one of these installed packages has no .pyc of its __init__ beside it for this interpreter."""
-    import importlib.machinery
     import importlib.util
 
     for name in packages:
@@ -91,6 +88,7 @@ def use_bytecode_cache() -> None:
     if prefix is not None and sys.pycache_prefix is None:
         sys.pycache_prefix = str(prefix)
         sys.dont_write_bytecode = False
+
 
 #: settings every run gets unless the config sets them itself
 RUN_DEFAULTS: dict[str, Any] = {
