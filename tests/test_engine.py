@@ -66,26 +66,39 @@ def _package_without_bytecode(root: Path, name: str = "somepkg") -> Path:
     return pkg
 
 
+def _clean_bytecode_settings(monkeypatch) -> None:
+    """Start from no bytecode settings; whatever use_bytecode_cache() sets is undone after the test."""
+    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", engine.PYCACHE_ENV):
+        monkeypatch.setenv(var, "")  # recorded, so the undo restores the variable as it was
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+
+
 def test_bytecode_goes_to_the_cache_where_the_environment_forbids_writing_it(tmp_path, monkeypatch):
     _package_without_bytecode(tmp_path / "src")
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
-    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", engine.PYCACHE_ENV):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(sys, "dont_write_bytecode", False)
-    plain = engine.environment(tmp_path / "m.jsonl", offline=True)
-    assert "PYTHONPYCACHEPREFIX" not in plain  # bytecode is written beside the sources as usual
+    _clean_bytecode_settings(monkeypatch)
+    engine.use_bytecode_cache()
+    assert sys.pycache_prefix is None  # bytecode is written beside the sources as usual
+    assert "PYTHONPYCACHEPREFIX" not in engine.environment(tmp_path / "m.jsonl", offline=True)
 
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as CUDA images set it
+    engine.use_bytecode_cache()
+    assert sys.pycache_prefix == str(tmp_path / "pycache")
     env = engine.environment(tmp_path / "m.jsonl", offline=True)
     assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
     assert "PYTHONDONTWRITEBYTECODE" not in env
 
+    _clean_bytecode_settings(monkeypatch)
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.setenv(engine.PYCACHE_ENV, "0")
-    assert "PYTHONPYCACHEPREFIX" not in engine.environment(tmp_path / "m.jsonl", offline=True)
+    assert engine.bytecode_cache() is None
     monkeypatch.delenv(engine.PYCACHE_ENV)
     monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "mine"))  # the user's own prefix wins
+    engine.use_bytecode_cache()
     assert engine.environment(tmp_path / "m.jsonl", offline=True)["PYTHONPYCACHEPREFIX"] == str(tmp_path / "mine")
 
 
@@ -96,8 +109,8 @@ def test_installed_bytecode_is_used_as_it_is(tmp_path, monkeypatch):
                    env={k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"})
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
+    _clean_bytecode_settings(monkeypatch)
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
     assert engine.bytecode_cache() is None
 
 
@@ -106,9 +119,9 @@ def test_a_child_under_the_bytecode_cache_writes_there_and_not_beside_its_source
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    _clean_bytecode_settings(monkeypatch)
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
-    monkeypatch.delenv(engine.PYCACHE_ENV, raising=False)
+    engine.use_bytecode_cache()
     env = engine.environment(tmp_path / "m.jsonl", offline=True)
     subprocess.run([sys.executable, "-c", "import somepkg"], cwd=tmp_path / "src", env=env, check=True)
     assert not (pkg / "__pycache__").exists()

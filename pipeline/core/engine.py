@@ -37,7 +37,7 @@ PYCACHE_ENV = "PIPELINE_PYCACHE"
 BYTECODE_PROBES = ("axolotl", "transformers", "torch", "peft", "datasets", "trl")
 
 
-def bytecode_cache(env: Mapping[str, str] | None = None) -> Path | None:
+def bytecode_cache() -> Path | None:
     """Where compiled bytecode should go when the environment forbids writing it and none was installed.
 
     CUDA images commonly set PYTHONDONTWRITEBYTECODE=1 (so do ours: it keeps image layers clean). That
@@ -52,10 +52,9 @@ def bytecode_cache(env: Mapping[str, str] | None = None) -> Path | None:
     what is already compiled. None as well when bytecode is written normally, when the user set a prefix
     of their own, or with PIPELINE_PYCACHE=0.
     """
-    env = os.environ if env is None else env
-    if env.get(PYCACHE_ENV) == "0" or env.get("PYTHONPYCACHEPREFIX"):
+    if os.environ.get(PYCACHE_ENV) == "0" or os.environ.get("PYTHONPYCACHEPREFIX"):
         return None
-    if not env.get("PYTHONDONTWRITEBYTECODE") and not sys.dont_write_bytecode:
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") and not sys.dont_write_bytecode:
         return None
     if not _installed_without_bytecode(BYTECODE_PROBES):
         return None
@@ -83,11 +82,19 @@ def _installed_without_bytecode(packages: tuple[str, ...]) -> bool:
 
 
 def use_bytecode_cache() -> None:
-    """The same for this process (the launcher's own imports: tokenizers, transformers for the checks)."""
+    """Adopt bytecode_cache() for this command: decided once, when the CLI starts.
+
+    This process uses it for its own imports (tokenizers and transformers for the checks), and it goes
+    into os.environ, so axolotl and everything axolotl starts (torchrun's workers) inherit it through
+    environment() with no second decision.
+    """
     prefix = bytecode_cache()
-    if prefix is not None and sys.pycache_prefix is None:
-        sys.pycache_prefix = str(prefix)
-        sys.dont_write_bytecode = False
+    if prefix is None or sys.pycache_prefix is not None:  # `-X pycache_prefix=...` is the user's own
+        return
+    sys.pycache_prefix = str(prefix)
+    sys.dont_write_bytecode = False
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 #: settings every run gets unless the config sets them itself
@@ -147,10 +154,6 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
     # Triton keeps compiled kernels in ~/.triton/cache already; this keeps autotuning results there too,
     # so a second run of the same shapes does not re-time its kernel configurations
     env.setdefault("TRITON_CACHE_AUTOTUNING", "1")
-    prefix = bytecode_cache(env)
-    if prefix is not None:
-        env["PYTHONPYCACHEPREFIX"] = str(prefix)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
     if offline:  # every model and dataset is local: never wait on a hub that may be unreachable
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
