@@ -9,18 +9,20 @@ warmup, trainable parameters, peak-VRAM estimate for LoRA and QLoRA, and with --
 use), then one summary table. `--format json` prints the same as one JSON document for CI.
 
 Exit status: 0 clean (warnings allowed), 1 warnings with --strict, 2 errors. The rules live in
-`pipeline.core.rules` (smoke and train run the same ones first); docs/check.md lists them.
+`pipeline.checks` (smoke and train run the same entry first); docs/check.md lists them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import bounds, config, estimate, rules
+from pipeline import checks
+from pipeline.checks import estimate
+from pipeline.checks.context import Report
 from pipeline.core.errors import ExitCode, Finding, UserError
+from pipeline.core.table import pipe_table
 
 
 def main(paths: list[str], *, output: str = "table", strict: bool = False, gpu_mem: str | None = None,
@@ -40,20 +42,10 @@ def main(paths: list[str], *, output: str = "table", strict: bool = False, gpu_m
 
 
 def check_one(path: str, *, device: str, gpu: str | None, memory: float | None,
-              overrides: dict[str, Any]) -> rules.Report:
-    """Findings and facts for one config; a config that does not load is a report with its one finding."""
-    try:
-        loaded = config.load(path)
-    except UserError as exc:
-        return rules.Report(str(path), exc.findings, {})
-    if overrides:
-        loaded = replace(loaded, data=config.apply_overrides(loaded.data, overrides))
-    target = rules.target_for(loaded, device, gpu, memory)
-    report = rules.inspect(loaded, target)
-    section = loaded.section
-    report.findings[:0] = bounds.validate(section.get("bounds"), str(loaded.path),
-                                          loaded.line(config.PIPELINE_KEY, "bounds"))
-    return report
+              overrides: dict[str, Any]) -> Report:
+    """Findings and facts for one config after the overrides (a config that does not load is a report
+    with its one finding): the same entry smoke and train use, without the remembered results."""
+    return checks.run(path, overrides=overrides, device=device, gpu=gpu, gpu_mem_gib=memory)
 
 
 def _memory(text: str | None) -> float | None:
@@ -71,7 +63,7 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.path, f.line or 0))
 
 
-def render(reports: list[rules.Report]) -> str:
+def render(reports: list[Report]) -> str:
     out: list[str] = []
     for r in reports:
         out += [f"{f} [{f.severity}]" if f.severity != "error" else str(f) for f in _sorted(r.findings)]
@@ -85,7 +77,7 @@ def render(reports: list[rules.Report]) -> str:
     return "\n".join(out)
 
 
-def facts_block(r: rules.Report) -> list[str]:
+def facts_block(r: Report) -> list[str]:
     f = r.facts
     lines = [f"{r.path}  (checked for {f['target']['described']})"]
     for d in f.get("data", []):
@@ -124,7 +116,7 @@ def _gib(x: float) -> str:
     return f"{x:.2f}" if x < 1 else f"{x:.1f}"
 
 
-def summary_table(reports: list[rules.Report]) -> str:
+def summary_table(reports: list[Report]) -> str:
     header = ["Config", "Target", "Errors", "Warnings", "Trainable", "Steps", "Peak LoRA/QLoRA"]
     rows = []
     for r in reports:
@@ -142,15 +134,10 @@ def summary_table(reports: list[rules.Report]) -> str:
             steps,
             f"{_gib(mem['lora']['peak_gib'])}/{_gib(mem['qlora']['peak_gib'])} GiB" if mem else "-",
         ])
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
-
-    def fmt(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
-
-    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+    return pipe_table(header, rows)
 
 
-def _as_json(r: rules.Report) -> dict[str, Any]:
+def _as_json(r: Report) -> dict[str, Any]:
     return {"path": r.path, "errors": len(r.errors), "warnings": len(r.warnings),
             "findings": [f.as_dict() for f in _sorted(r.findings)], "facts": r.facts}
 

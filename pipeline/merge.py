@@ -30,11 +30,9 @@ The outcome goes to `RUN/merge.json`, `RUN/merged/pipeline-merge.json` and the r
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -43,7 +41,8 @@ from typing import Any
 import yaml
 
 from pipeline.core import inference, runs
-from pipeline.core.errors import ExitCode, UserError
+from pipeline.core.errors import SIGNALLED, ExitCode, UserError
+from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 
 TMP_PREFIX = ".merging-"
 MAX_EXAMPLES = 4
@@ -72,7 +71,7 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
         return int(ExitCode.OK)
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     for stale in run.path.glob(f"{TMP_PREFIX}*"):  # left by a merge that was killed outright
-        if not _alive(stale.name[len(TMP_PREFIX):]):
+        if not pid_alive(stale.name[len(TMP_PREFIX):]):
             shutil.rmtree(stale, ignore_errors=True)
 
     from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
@@ -80,8 +79,8 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
     tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
     tmp.mkdir()
     # SIGTERM outside axolotl's run (during the check) stops like Ctrl-C: cleaned up, exit 130
-    signal.signal(signal.SIGTERM, _interrupt)
-    record: dict[str, Any] = {"status": "running", "started": _now(), "pid": os.getpid(), "command": sys.argv}
+    sigterm_as_interrupt()
+    record: dict[str, Any] = {"status": "running", "started": runs.now(), "pid": os.getpid(), "command": sys.argv}
     run.update_manifest(merge=record)
     print(f"==> merge: {run.output_dir} into {cfg['base_model']} -> {target}", file=sys.stderr)
     started = time.perf_counter()
@@ -92,8 +91,8 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
             engine.environment(tmp / "metrics.jsonl", bool(run.manifest().get("offline", True))),
             run.path / "merge.log")
         if code != 0:
-            return finish(run, record, tmp, "interrupted" if code in (130, 143) else "failed",
-                          130 if code in (130, 143) else int(ExitCode.ENGINE),
+            return finish(run, record, tmp, "interrupted" if code in SIGNALLED else "failed",
+                          int(ExitCode.INTERRUPTED) if code in SIGNALLED else int(ExitCode.ENGINE),
                           f"axolotl's merge exited with status {code}; see {run.path / 'merge.log'}")
         merged = tmp / "merged"
         if not looks_complete(merged):
@@ -130,7 +129,7 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
 def finish(run: runs.Run, record: dict[str, Any], tmp: Path, status: str, code: int, message: str,
            verification: dict[str, Any] | None = None) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
-    record.update(status=status, finished=_now(), exit_code=code)
+    record.update(status=status, finished=runs.now(), exit_code=code)
     if verification is not None:
         record["verification"] = {k: v for k, v in verification.items() if k != "checks"}
         record["checks"] = [{k: v for k, v in c.items() if k != "per_example"} for c in verification["checks"]]
@@ -217,7 +216,7 @@ def verify(cfg: dict[str, Any], adapter: Path, merged: Path) -> dict[str, Any]:
         "tokens": sum(int(ids.shape[1]) for ids, _ in encoded),
         "device": inference.device(),
         "checks": checks,
-        "checked_at": _now(),
+        "checked_at": runs.now(),
     }
     if qlora:
         result["merge_double_quant"] = double_quant
@@ -324,23 +323,3 @@ def nf4_round_trip(model: Any, *, blocksize: int | None, double_quant: bool) -> 
         for name, param in model.named_parameters():
             if param.ndim == 2 and "lora_" not in name:
                 param.copy_(_round_trip(param.data, blocksize, double_quant))
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -15,12 +15,13 @@ but JSON, so it answers at once for hundreds of runs.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
 
 from pipeline.core import runs
+from pipeline.core.proc import pid_alive
+from pipeline.core.table import pipe_table
 
 COLUMNS = ("run", "config", "stage", "status", "steps", "final_loss", "peak_memory", "merged", "evaluated")
 HEADER = ("Run", "Config", "Stage", "Status", "Steps", "Final loss", "Peak memory", "Merged", "Evaluated")
@@ -76,13 +77,7 @@ def status(record: dict[str, Any]) -> str | None:
     pid, host = record.get("pid"), record.get("host", socket.gethostname())
     if host != socket.gethostname() or not isinstance(pid, int):
         return value
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "killed"
-    except PermissionError:
-        pass
-    return value
+    return value if pid_alive(pid) else "killed"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -100,9 +95,4 @@ def table(rows: list[dict[str, Any]]) -> str:
         ]
 
     body = [cells(r) for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(HEADER, *body, strict=True)]
-
-    def fmt(values: list[str] | tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    return "\n".join([fmt(HEADER), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, body)])
+    return pipe_table(HEADER, body)

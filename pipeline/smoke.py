@@ -6,7 +6,7 @@ through axolotl in its own run folder, and the command prints the table people r
     Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput (tok/s) | Final Loss
 
 Runtime is the whole axolotl process (imports, data preparation, model load, steps); a line under the
-table splits it into phases (see pipeline.core.metrics), after the time this process spent checking
+table splits it into phases (see pipeline.in_axolotl.recorder), after the time this process spent checking
 and resolving the config before it launched axolotl. Throughput is
 steady-state tokens per second (all tokens, first step left out). Peak memory is the whole-run peak of
 allocated GPU memory, or the process's peak resident memory on a CPU. The same figures go to
@@ -29,8 +29,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.core import bounds, config, engine, models, preflight, runs, summary
-from pipeline.core.errors import ExitCode, Finding, UserError
+from pipeline import checks
+from pipeline.core import bounds, config, engine, models, runs, section, summary
+from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
+from pipeline.core.table import pipe_table
 
 SMOKE_OVERRIDES: dict[str, Any] = {"save_strategy": "no", "eval_strategy": "no"}
 SMOKE_DROPS = ("evals_per_epoch", "saves_per_epoch", "eval_steps", "save_steps", "save_total_limit",
@@ -81,21 +83,23 @@ class Result:
 
 
 def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[config.LoadedConfig, list[Any]]]:
-    """Load and check every config before running any, so bad input fails before a GPU-minute is spent."""
+    """Load every config, apply the overrides and check it (the same entry as `pipeline check`) before
+    running any, so bad input fails before a GPU-minute is spent. Returns each config as the run will
+    see it (overrides applied) with its warnings."""
     loaded, problems = [], []
     for p in paths:
         try:
-            cfg = config.load(p)
+            cfg = checks.with_overrides(config.load(p), overrides)
         except UserError as exc:
             problems += exc.findings
             continue
-        found = preflight.findings(cfg, models.cache_dir() / "checks")
-        loaded.append((cfg, [f for f in found if f.severity != "error"]))
-        if preflight.errors(found):
-            problems += preflight.errors(found)
+        report = checks.run(cfg, remember=models.cache_dir() / "checks")
+        loaded.append((cfg, report.warnings))
+        if report.errors:
+            problems += report.errors
             continue  # resolving would report the same problems again
         try:
-            config.resolve(cfg, overrides, build_models=False)
+            config.resolve(cfg, build_models=False)
         except UserError as exc:
             problems += exc.findings
     if problems:
@@ -105,17 +109,17 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
 
 def steps_of(cfg: config.LoadedConfig, max_steps: int) -> int:
     """The optimizer steps a smoke of `cfg` runs: --max-steps, else the config's smoke.max_steps, else 3."""
-    return max_steps or int((cfg.section.get("smoke") or {}).get("max_steps", 3))
+    return max_steps or section.smoke_steps(cfg) or 3
 
 
-def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
+def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
             gpus: int = 1, profile_step: int = 0, since: float | None = None) -> Result:
     since = time.perf_counter() if since is None else since
     steps = steps_of(cfg, max_steps)
-    merged = {**SMOKE_OVERRIDES, "max_steps": steps, **overrides}
+    merged = {**SMOKE_OVERRIDES, "max_steps": steps, **cfg.overrides}  # the user's --set wins
     resolved = config.resolve(cfg, merged)
     for key in SMOKE_DROPS:
-        if key not in overrides:
+        if key not in cfg.overrides:
             resolved.axolotl.pop(key, None)
 
     run = runs.create(runs_dir, cfg.name, "smoke")
@@ -126,7 +130,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
     runs.start_manifest(run, stage="smoke", config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
                         resolved_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
                         data_files=resolved.data_files, max_steps=steps, world_size=gpus,
-                        bounds=cfg.section.get("bounds") or {})
+                        bounds=section.bounds(cfg), overrides=cfg.overrides)
 
     started = time.perf_counter()
     launch = started - since
@@ -142,11 +146,11 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, overrides: dict[str, An
               f"(see {run.path / 'axolotl.log'}); is the pipeline package importable there?", file=sys.stderr)
         code = int(ExitCode.ENGINE)
     s = summary.summarize(records)
-    verdicts = bounds.evaluate(cfg.section.get("bounds"), s) if code == 0 else []
+    verdicts = bounds.evaluate(section.bounds(cfg), s) if code == 0 else []
     result = Result(str(cfg.path), run.name, code, runtime, s, verdicts, launch_s=launch)
     runs.write_json(run.path / "smoke.json", result.as_dict())
     status = "succeeded" if result.ok else ("failed" if code in (0, 1) else
-                                            "interrupted" if code in (130, 143) else "failed")
+                                            "interrupted" if code in SIGNALLED else "failed")
     runs.finish_manifest(run, status, exit_code=code, runtime_s=round(runtime, 2),
                          summary={k: v for k, v in s.items() if k != "losses"})
     return result
@@ -170,12 +174,7 @@ def table(results: list[Result]) -> str:
             "-" if tput is None else f"{tput:,.0f}",
             "-" if loss is None else f"{loss:.3f}",
         ])
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-
-    def fmt(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
-
-    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+    return pipe_table(header, rows)
 
 
 def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
@@ -194,11 +193,11 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     results = []
     for cfg, _ in loaded:
         print(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)", file=sys.stderr)
-        result = run_one(cfg, max_steps=max_steps, overrides=overrides, runs_dir=runs_dir, gpus=gpus,
+        result = run_one(cfg, max_steps=max_steps, runs_dir=runs_dir, gpus=gpus,
                          profile_step=profile_step, since=since)
         since = time.perf_counter()
         results.append(result)
-        if result.exit_code in (130, 143):
+        if result.exit_code in SIGNALLED:
             break
     print()
     print(table(results))
@@ -206,7 +205,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
         if line := summary.phase_line(r.summary.get("phases") or {}, r.runtime_s):
             print(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}")
     payload = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": runs.now(),
         "versions": runs.versions(),
         "hardware": runs.hardware(),
         "command": sys.argv,
@@ -225,5 +224,5 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
         if r.exit_code != 0:
             print(f"{r.config}: axolotl exited with status {r.exit_code}; see {runs_dir / r.run / 'axolotl.log'}",
                   file=sys.stderr)
-            code = 130 if r.exit_code in (130, 143) else int(ExitCode.ENGINE)
+            code = int(ExitCode.INTERRUPTED) if r.exit_code in SIGNALLED else int(ExitCode.ENGINE)
     return code

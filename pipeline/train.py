@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -40,13 +39,13 @@ from typing import Any, TextIO
 
 import yaml
 
-from pipeline.core import config, models, preflight, runs, summary
-from pipeline.core.errors import ExitCode, UserError
+from pipeline import checks
+from pipeline.core import config, models, runs, section, summary
+from pipeline.core.errors import SIGNALLED, ExitCode, UserError
+from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 
 STAGE = "train"
 CHECKPOINT_PREFIX = "checkpoint-"
-#: exit statuses of axolotl that mean "stopped by a signal": 130 SIGINT, 143 SIGTERM
-SIGNALLED = (130, 143)
 
 
 def main(config_path: str | None, *, resume: str | None, overrides: dict[str, Any], runs_dir: Path,
@@ -81,21 +80,22 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     runs.start_manifest(run, stage=STAGE, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
                         resolved_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
                         data_files=resolved.data_files, world_size=gpus, offline=resolved.offline,
-                        overrides=overrides, bounds=cfg.section.get("bounds") or {}, attempts=[])
+                        overrides=overrides, bounds=section.bounds(cfg), attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
     return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
 
 
 def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig]:
-    """The config checked and resolved; bad input raises UserError before anything is written."""
-    cfg = config.load(config_path)
-    found = preflight.findings(cfg, models.cache_dir() / "checks")
-    if preflight.errors(found):
-        raise UserError(*preflight.errors(found))
-    for warning in found:
+    """The config after the overrides, checked (the same entry as `pipeline check`) and resolved; bad input
+    raises UserError before anything is written."""
+    cfg = checks.with_overrides(config.load(config_path), overrides)
+    report = checks.run(cfg, remember=models.cache_dir() / "checks")
+    if report.errors:
+        raise UserError(*report.errors)
+    for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    config.resolve(cfg, overrides, build_models=False)  # data paths and model names, without building
-    return cfg, config.resolve(cfg, overrides)
+    config.resolve(cfg, build_models=False)  # data paths and model names, without building
+    return cfg, config.resolve(cfg)
 
 
 # --- one attempt: launch axolotl, watch it, record how it ended -------------------------------------------
@@ -107,7 +107,7 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     manifest = run.manifest()
     attempts = list(manifest.get("attempts") or [])
     this: dict[str, Any] = {
-        "started": _now(), "pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
+        "started": runs.now(), "pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
         "from_checkpoint": checkpoint.name if checkpoint else None,
         "from_step": checkpoint_step(checkpoint) if checkpoint else 0,
     }
@@ -115,7 +115,7 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
                         attempts=[*attempts, this])
 
     # SIGTERM outside axolotl's run (loading, recording) ends the attempt like Ctrl-C: recorded, exit 130
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_as_interrupt()
     args = [f"--resume-from-checkpoint={checkpoint}"] if checkpoint else []
     cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args)
     progress = Progress(run.metrics_path, sys.stderr)
@@ -144,7 +144,7 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
         status, exit_code = "failed", int(ExitCode.ENGINE)
 
     last = last_complete_checkpoint(run.output_dir)
-    this.update(finished=_now(), exit_code=code, status=status, runtime_s=round(runtime, 2),
+    this.update(finished=runs.now(), exit_code=code, status=status, runtime_s=round(runtime, 2),
                 reached_step=s.get("steps"))
     fields: dict[str, Any] = {
         "exit_code": exit_code, "axolotl_exit_code": code, "runtime_s": round(runtime, 2),
@@ -304,13 +304,7 @@ def is_alive(manifest: dict[str, Any]) -> bool:
     pid = manifest.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def resume_run(run: runs.Run, *, gpus: int | None) -> int:
@@ -327,7 +321,7 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
     for path in discarded:
         print(f"    deleted the incomplete {path.name}", file=sys.stderr)
     resumes = list(m.get("resumes") or [])
-    resumes.append({"at": _now(), "from_checkpoint": checkpoint.name if checkpoint else None,
+    resumes.append({"at": runs.now(), "from_checkpoint": checkpoint.name if checkpoint else None,
                     "from_step": step,
                     "discarded_checkpoints": [p.name for p in discarded],
                     "archived_metrics": archived.name if archived else None})
@@ -384,13 +378,3 @@ def rewind_metrics(run: runs.Run, step: int) -> Path | None:
         if r.get("kind") == "start" or (r.get("kind") in ("train", "eval") and (r.get("step") or 0) <= step)]
     runs.write_atomic(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
     return archive
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # conftest.py sits in tests/
 
 # One model cache for the whole test session (and all xdist workers): building is atomic, so workers that
 # race to build the same model are safe, and later runs reuse it.
@@ -56,6 +56,13 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
+    """The real command line in a child process: `cli("smoke", CONFIG, ...)`."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def gpu_count() -> int:
+    """CUDA devices visible here (0 on a CPU machine)."""
+    return cuda_devices()

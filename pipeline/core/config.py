@@ -41,6 +41,8 @@ class LoadedConfig:
     data: dict[str, Any]
     lines: dict[KeyPath, int] = field(default_factory=dict)
     text: str = ""
+    #: `--set` values already applied to `data` (the file's text is as the user wrote it)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def line(self, *keys: str | int) -> int | None:
         """Line of a key (1-based), or of its nearest parent that has one."""
@@ -126,22 +128,37 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `data` with dotted keys set (`datasets.0.path=x` reaches into lists)."""
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], *,
+                    where: str = "<command line>") -> dict[str, Any]:
+    """A copy of `data` with dotted keys set (`datasets.0.path=x` reaches into lists). A path that leads
+    through a scalar, or to a list index that does not exist, is one UserError line, not a traceback."""
     result = copy.deepcopy(dict(data))
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         target: Any = result
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            so_far = ".".join(parts[:depth]) or dotted
             if isinstance(target, list):
-                target = target[int(part)]
+                if not part.isdigit() or int(part) >= len(target):
+                    raise UserError.at("<command line>", None, "override-path",
+                                       f"--set {dotted}: {so_far} is a list of {len(target)}; "
+                                       f"{part!r} is not an index of it (0..{len(target) - 1}); fix the key")
+                if last:
+                    target[int(part)] = value
+                else:
+                    target = target[int(part)]
+            elif isinstance(target, dict):
+                if last:
+                    target[part] = value
+                else:
+                    if target.get(part) is None:  # absent, or an empty YAML section
+                        target[part] = {}
+                    target = target[part]
             else:
-                target = target.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(target, list):
-            target[int(last)] = value
-        else:
-            target[last] = value
+                raise UserError.at("<command line>", None, "override-path",
+                                   f"--set {dotted}: {so_far} in {where} is {target!r}, not a mapping or list; "
+                                   f"it has no {part!r}; fix the key")
     return result
 
 

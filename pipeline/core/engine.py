@@ -1,7 +1,7 @@
 """Launching axolotl on a resolved config, and nothing else: axolotl is the training engine.
 
 One process on one device runs axolotl's `axolotl.cli.<command>` module on config.yaml (no accelerate
-re-exec: it does not depend on which `accelerate` is first on PATH), through pipeline.core.launch, which
+re-exec: it does not depend on which `accelerate` is first on PATH), through pipeline.in_axolotl.entry, which
 differs from `python -m axolotl.cli.<command>` only in skipping the interpreter's teardown after success. Several GPUs go through axolotl's
 own launcher (`axolotl train --launcher accelerate|torchrun`), which sets up DDP, FSDP or DeepSpeed from
 the config. Output streams to the terminal and into the run's axolotl.log; axolotl's exit status is
@@ -20,16 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-#: the variable through which the launcher tells the metrics recorder (inside axolotl) where to write.
-#: It lives here, not in pipeline.core.metrics, so the launching process never imports axolotl: that import
-#: costs 5-15 s, and the child pays it anyway
-METRICS_ENV = "PIPELINE_METRICS_FILE"
-#: when the launcher started the child (time.time()), for the recorder's phase timeline
-LAUNCHED_ENV = "PIPELINE_LAUNCHED_AT"
-#: the optimizer step the recorder profiles (`--profile-step`)
-PROFILE_ENV = "PIPELINE_PROFILE_STEP"
+from pipeline.in_axolotl import ENTRY, LAUNCHED_ENV, METRICS_ENV, PLUGINS, PROFILE_ENV  # noqa: F401 - the contract, re-exported
 
-PLUGINS = ("pipeline.core.metrics.MetricsRecorder", "pipeline.core.seeding.SeedAdapter")
 #: "0" turns the bytecode cache below off
 PYCACHE_ENV = "PIPELINE_PYCACHE"
 #: packages whose top-level bytecode tells whether the installed stack carries any (they are looked up, not
@@ -175,8 +167,8 @@ def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "to
     `deepspeed`), as they would for a user running `axolotl train --launcher torchrun` by hand.
     """
     args = list(args or [])
-    if gpus <= 1:  # axolotl's CLI module, run by pipeline.core.launch: the same entry, a faster exit
-        return [sys.executable, "-m", "pipeline.core.launch", f"axolotl.cli.{subcommand}", str(config), *args]
+    if gpus <= 1:  # axolotl's CLI module, run by pipeline.in_axolotl.entry: the same entry, a faster exit
+        return [sys.executable, "-m", ENTRY, f"axolotl.cli.{subcommand}", str(config), *args]
     cli = subcommand.replace("_", "-")
     launcher_args = ["--num_processes", str(gpus)] if launcher == "accelerate" else [f"--nproc_per_node={gpus}"]
     return [sys.executable, "-m", "axolotl.cli.main", cli, str(config), "--launcher", launcher,

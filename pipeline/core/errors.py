@@ -57,3 +57,8 @@ class UserError(Exception):
     @classmethod
     def at(cls, path: str, line: int | None, rule: str, message: str) -> UserError:
         return cls(Finding(str(path), line, rule, message))
+
+
+#: child exit statuses that mean "stopped by a signal" (128 + SIGINT, 128 + SIGTERM): an interruption,
+#: reported as ExitCode.INTERRUPTED, never as a failure of the engine
+SIGNALLED = (130, 143)

@@ -213,7 +213,7 @@ def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: st
         "run": run.name,
         "stage": stage,
         "status": "running",
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": now(),
         "command": argv if argv is not None else sys.argv,
         "config": {"path": str(config_path), "sha256": config_sha256, "resolved_sha256": resolved_sha256},
         "data": {str(p): sha256_file(p) for p in data_files},
@@ -228,5 +228,10 @@ def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: st
 
 def finish_manifest(run: Run, status: str, **fields: Any) -> dict[str, Any]:
     return run.update_manifest(status=status,
-                               finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                               finished=now(),
                                **fields)
+
+
+def now() -> str:
+    """The time stamp every manifest and result file uses: UTC, to the second, ISO 8601."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,72 @@
+"""Everything checked before a run, with no GPU and no model weights: one entry, `run`.
+
+`pipeline check`, `pipeline smoke` and `pipeline train` all call `run` on the config *after* the
+command's `--set` overrides, for the target the run will really have, so a run never starts on a config
+that the check would have refused (a `--set bf16=true` on a CPU fails here, in the launching process, in
+seconds, before any run folder exists).
+
+What it looks at, in order (each a module of this package):
+1. the `pipeline:` section (`pipeline.core.section`: the project's own settings);
+2. axolotl's own schema and validation (`schema`, with the config's `plugins` read from source);
+3. the data the config names (`data`);
+4. the rules for what axolotl accepts without a word (`rules/`), using the model's shape
+   (`architecture`), the schedule (`schedule`) and the memory estimate (`estimate`, `memory`).
+
+Every rule's id, severity and description live in `registry`; the facts a person reads beside the
+findings come from `inspect`. A config that passed is remembered (`remembered`), keyed by its content,
+the overrides, every data file's content, the checking code and the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import config, section
+from pipeline.core.errors import Finding, UserError
+
+
+def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | None = None, device: str = "auto",
+        gpu: str | None = None, gpu_mem_gib: float | None = None, remember: Path | None = None) -> Any:
+    """Check one config after `overrides`; return its Report (findings and facts).
+
+    path: the config file (or one already loaded)
+    overrides: `--set` values, applied before anything is checked
+    device, gpu, gpu_mem_gib: the target (see `target.target_for`)
+    remember: a folder of remembered results; a hit returns the findings without facts
+    """
+    from pipeline.checks.context import Report
+
+    try:
+        loaded = with_overrides(path if isinstance(path, config.LoadedConfig) else config.load(path), overrides)
+    except UserError as exc:
+        return Report(str(path.path if isinstance(path, config.LoadedConfig) else path), exc.findings, {})
+    found = section.validate(loaded)
+
+    from pipeline.checks import remembered
+    from pipeline.checks.inspect import inspect
+    from pipeline.checks.target import target_for
+
+    target = target_for(loaded, device, gpu, gpu_mem_gib)
+    key = remembered.key(loaded, loaded.overrides, target.as_dict()) if remember is not None else None
+    if key is not None and remember is not None and (hit := remembered.recall(remember, key)) is not None:
+        return Report(str(loaded.path), found + hit, {})
+    report = inspect(loaded, target)
+    report.findings[:0] = found
+    if key is not None and remember is not None and not report.errors:
+        files = [d["resolved"] for d in report.facts.get("data", []) if d.get("resolved")]
+        remembered.store(remember, key, report.findings[len(found):], files)
+    return report
+
+
+def with_overrides(loaded: config.LoadedConfig, overrides: dict[str, Any] | None) -> config.LoadedConfig:
+    """The config as the run will see it: `--set` values applied (the user's file is not touched)."""
+    if not overrides:
+        return loaded
+    return replace(loaded, data=config.apply_overrides(loaded.data, overrides, where=str(loaded.path)),
+                   overrides=dict(overrides))
+
+
+def errors(found: list[Finding]) -> list[Finding]:
+    return [f for f in found if f.severity == "error"]

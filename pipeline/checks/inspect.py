@@ -1,0 +1,69 @@
+"""One config, every check: axolotl's schema, the data, the rules; and the facts a person reads beside
+the findings (rows, steps, warmup, trainable parameters, a peak-VRAM estimate)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from pipeline.checks import data, estimate, rules  # noqa: F401 - rules registers every config rule
+from pipeline.checks.architecture import architecture
+from pipeline.checks.context import Context, Report
+from pipeline.checks.memory import estimates, recommendation
+from pipeline.checks.plugins import plugin_schemas
+from pipeline.checks.registry import CHECKS
+from pipeline.checks.registry import severity as severity_of
+from pipeline.checks.schedule import schedule
+from pipeline.checks.schema import axolotl_validation, drop_covered, unknown_keys
+from pipeline.checks.target import Target, target_for
+from pipeline.core.config import PIPELINE_KEY, LoadedConfig
+from pipeline.core.errors import Finding
+
+
+def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
+    cfg = {k: v for k, v in loaded.data.items() if k != PIPELINE_KEY}
+    target = target or target_for(loaded)
+    where = str(loaded.path)
+    found: list[Finding] = []
+
+    mixins, problems = plugin_schemas(loaded, cfg)
+    found += problems
+    found += unknown_keys(loaded, cfg, mixins)
+    axo, problems = axolotl_validation(loaded, cfg, target, mixins)
+    found += problems
+
+    ctx = Context(loaded, cfg, axo, target)
+    arch, problem = architecture(loaded, cfg)
+    if problem:
+        found.append(problem)
+    if arch is not None:
+        ctx.shape = estimate.shape(arch)
+    ctx.sets, problems = data.check(loaded, axo or cfg)
+    found += problems
+    ctx.schedule = schedule(ctx)
+
+    for rule_id, severity, fn in CHECKS:
+        for keys, message in fn(ctx):
+            found.append(Finding(where, loaded.line(*keys) if keys else None, rule_id, message, severity))
+    found = [replace(f, severity=severity_of(f.rule, f.severity)) for f in drop_covered(found)]
+    return Report(where, found, facts(ctx))
+
+
+def facts(ctx: Context) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "target": ctx.target.as_dict() | {"described": ctx.target.describe()},
+        "base_model": ctx.cfg.get("base_model"),
+        "adapter": ctx.adapter,
+        "data": [d.stats() for d in ctx.sets],
+        "schedule": ctx.schedule.as_dict(),
+    }
+    if ctx.shape is not None:
+        t = estimate.trainable(ctx.shape, ctx.cfg) if ctx.adapter else estimate.Trainable(0)
+        out["params"] = {"total": ctx.shape.total_params, "trainable": t.total, "lora": t.lora,
+                           "modules_to_save": t.saved,
+                           "trainable_percent": round(100 * t.total / ctx.shape.total_params, 3)}
+        out["memory"] = {a: e.as_dict() for a, e in estimates(ctx).items()}
+        if ctx.target.memory_gib:
+            out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
+            out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)
+    return out

@@ -1,0 +1,76 @@
+"""Remembered checks: a config that passed is not checked again until something it depends on changes.
+
+`pipeline smoke` and `pipeline train` check first; on an H100 host that cost several seconds of the
+launching process (axolotl's schema pulls in torch). A result with no errors (warnings allowed) is kept in
+`$PIPELINE_CACHE/checks/<key>.json` and replayed while nothing changed. The key is content, never a name,
+size or time: the config's text, the `--set` overrides, the checking code (every module of
+`pipeline.checks`, the section schema and the config loader), axolotl's version, the target (device, card,
+memory) and the working directory (relative data paths). The entry also lists every data file the check
+read with its sha256, recomputed on recall: an edited dataset is checked afresh even when its size and
+modification time are unchanged. Errors are never remembered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import LoadedConfig
+from pipeline.core.errors import Finding
+
+_PACKAGE = Path(__file__).resolve().parent
+_CORE = _PACKAGE.parent / "core"
+#: plumbing whose behaviour a remembered result also depends on
+_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py")
+
+
+def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any]) -> str:
+    try:
+        axolotl = metadata.version("axolotl")
+    except metadata.PackageNotFoundError:
+        axolotl = None
+    h = hashlib.sha256()
+    for source in sorted(_PACKAGE.rglob("*.py")):
+        h.update(source.read_bytes())
+    for name in _CORE_CODE:
+        h.update((_CORE / name).read_bytes())
+    h.update(json.dumps({"config": str(loaded.path.resolve()), "text": loaded.text, "overrides": overrides,
+                         "axolotl": axolotl, "target": target, "cwd": os.getcwd()},
+                        default=str, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def sha256_of(path: str) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def recall(folder: Path, key: str) -> list[Finding] | None:
+    try:
+        data: dict[str, Any] = json.loads((folder / f"{key}.json").read_text())
+        if any(sha256_of(path) != digest for path, digest in data.get("files", {}).items()):
+            return None
+        return [Finding(f["path"], f["line"], f["rule"], f["message"], f["severity"]) for f in data["findings"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable or from another version: check afresh
+
+
+def store(folder: Path, key: str, found: list[Finding], files: list[str]) -> None:
+    from pipeline.core import runs
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        runs.write_atomic(folder / f"{key}.json", json.dumps({"findings": [f.as_dict() for f in found],
+                                                             "files": {p: sha256_of(p) for p in files}}) + "\n")
+    except OSError:
+        pass  # a read-only cache only costs the next run its check

@@ -1,0 +1,47 @@
+"""Rules on evaluation settings: evaluation that never happens, or that axolotl rejects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pipeline.checks.context import Context, as_float
+from pipeline.checks.registry import rule
+
+
+def _evaluates(cfg: Mapping[str, Any]) -> str | None:
+    for key in ("eval_steps", "evals_per_epoch"):
+        if cfg.get(key):
+            return key
+    if cfg.get("eval_strategy") not in (None, "no"):
+        return "eval_strategy"
+    return None
+
+
+
+@rule("eval-without-data", "error", "evaluation asked for with val_set_size 0 and no test_datasets")
+def _eval_without_data(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    key = _evaluates(ctx.cfg)
+    if key and not as_float(ctx.cfg.get("val_set_size") or 0, 0) and not ctx.cfg.get("test_datasets"):
+        fate = ("axolotl rejects it" if key != "evals_per_epoch"
+                else "axolotl accepts it and never evaluates")
+        yield (key,), (f"{key} is set but val_set_size is 0 and there are no test_datasets: {fate}; add "
+                       f"test_datasets (a pre-split validation file) or a val_set_size, or remove {key}")
+
+
+
+@rule("test-datasets-with-val-set-size", "error", "test_datasets together with a non-zero val_set_size")
+def _test_and_val(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if ctx.cfg.get("test_datasets") and as_float(ctx.cfg.get("val_set_size") or 0, 0):
+        yield ("val_set_size",), ("val_set_size is non-zero while test_datasets is set (axolotl rejects the "
+                                  "pair); set val_set_size: 0 to evaluate on test_datasets")
+
+
+
+@rule("eval-steps-beyond-run", "warning", "eval_steps larger than the run's optimizer steps")
+def _eval_beyond(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    every, total = ctx.cfg.get("eval_steps"), ctx.schedule.total_steps
+    if isinstance(every, int) and not isinstance(every, bool) and total and every > total:
+        steps = f"{total}" if ctx.schedule.total_exact else f"at most {total}"
+        yield ("eval_steps",), (f"eval_steps {every} is beyond the run's {steps} optimizer steps: it evaluates once "
+                                f"before training and never again; use eval_steps <= {total} or evals_per_epoch")

@@ -1,0 +1,104 @@
+"""`pipeline smoke` for real: axolotl trains the tiny model on the CPU for a few steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+TINY = "configs/tiny_cpu.yaml"
+
+
+def smoke_json(runs_dir: Path) -> dict:
+    (path,) = runs_dir.glob("smoke-*.json")
+    return json.loads(path.read_text())
+
+
+def test_tiny_smoke_prints_the_table_and_meets_its_bounds(cli, runs_dir):
+    proc = cli("smoke", TINY, "--runs-dir", str(runs_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout.splitlines()
+    header = next(line for line in table if line.startswith("| Config"))
+    assert header.split("|")[1:-1] == [" Config   ", " Runtime ", " Peak VRAM (RSS on CPU) ", " Trainable Params ",
+                                       " Throughput (tok/s) ", " Final Loss "]
+    row = next(line for line in table if line.startswith("| tiny_cpu"))
+    assert "GiB RSS" in row
+
+    (result,) = smoke_json(runs_dir)["results"]
+    assert result["steps"] == 3 and len(result["losses"]) == 3
+    # a random-init model starts near ln(vocab) and three LoRA steps move it down, not up
+    assert 6.5 < result["first_loss"] < 8.5
+    assert result["final_loss"] < result["first_loss"]
+    assert 0.1 < result["peak_memory_gib"] < 4.0  # process RSS on the CPU, the config's bound
+    assert result["trainable_params"] == 35_584  # r=8 on every linear layer and lm_head of the tiny model
+    assert result["throughput_tok_s"] > 0
+
+    run = runs_dir / result["run"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["max_steps"] == 3 and resolved["output_dir"] == str(run / "output")
+    assert "pipeline.in_axolotl.recorder.MetricsRecorder" in resolved["plugins"]
+    assert "pipeline" not in resolved
+    assert (run / "source.yaml").read_text() == Path(TINY).read_text()
+    assert (run / "output" / "adapter_model.safetensors").is_file()
+
+
+def test_same_seed_gives_identical_losses(cli, runs_dir):
+    losses = []
+    for i in range(2):
+        proc = cli("smoke", TINY, "--max-steps", "2", "--runs-dir", str(runs_dir / str(i)))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses.append(smoke_json(runs_dir / str(i))["results"][0]["losses"])
+    assert losses[0] == losses[1]
+    assert len(losses[0]) == 2
+
+
+def test_a_bound_below_what_the_run_reaches_fails_with_one_line(cli, runs_dir, tmp_path):
+    cfg = yaml.safe_load(Path(TINY).read_text())
+    cfg["pipeline"]["bounds"] = {"peak_rss_gib": 0.05, "final_loss": [0.5, 8.0]}
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(cfg))
+    proc = cli("smoke", str(strict), "--max-steps", "1", "--runs-dir", str(runs_dir))
+    assert proc.returncode == 1
+    failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1
+    assert failed[0].startswith(f"{strict}: bound peak_rss_gib FAILED: limit <= 0.05 GiB, value ")
+    result = smoke_json(runs_dir)["results"][0]
+    verdicts = {b["bound"]: b["ok"] for b in result["bounds"]}
+    assert result["ok"] is False and verdicts == {"peak_rss_gib": False, "final_loss": True}
+
+
+def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, runs_dir):
+    proc = cli("smoke", TINY, "--runs-dir", str(runs_dir), "--max-steps", "2", "--profile-step", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = smoke_json(runs_dir)["results"]
+    phases = result["phases_s"]
+    names = ["configured", "data_ready", "model_loaded", "training", "first_step", "trained", "saved"]
+    assert list(phases) == names
+    times = [phases[n] for n in names]
+    assert times == sorted(times) and times[0] > 0 and times[-1] <= result["runtime_s"]
+    assert "tiny_cpu: checks " in proc.stdout and "| startup " in proc.stdout and "| first step " in proc.stdout
+
+    run = runs_dir / result["run"]
+    profile = json.loads((run / "profile.json").read_text())
+    assert profile["step"] == 2 and profile["clock"] == "cpu" and profile["total_ms"] > 0
+    assert "matmul" in profile["groups"]  # a Llama step is mostly aten::mm on the CPU
+    assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 0.01
+    assert "aten::mm" in (run / "profile.txt").read_text()
+
+
+def test_freezing_the_heap_changes_nothing_that_is_trained(cli, tmp_path):
+    """gc.freeze (pipeline.in_axolotl.recorder) only spares the collector work: a packed run's losses are equal."""
+    losses = []
+    for value in ("0", "1"):
+        runs = tmp_path / value
+        proc = cli("smoke", TINY, "--runs-dir", str(runs), "--max-steps", "2", "--set", "sample_packing=true",
+                   env={"PIPELINE_GC_FREEZE": value})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses.append(smoke_json(runs)["results"][0]["losses"])
+    assert len(losses[0]) == 2 and losses[0] == losses[1]

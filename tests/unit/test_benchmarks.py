@@ -1,0 +1,36 @@
+"""The benchmark's FLOPs-per-token formula against independently known parameter counts of Llama-3.1-8B."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from pipeline.core import models
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_run():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_per_token_counts_the_8b_shape():
+    run = load_run()
+    fpt, n_base, n_adapter = run.flops_per_token(models.architecture_config("llama-3.1-8b"), 64, 4096)
+    # Llama-3.1-8B has 8,030,261,248 parameters; without the input embeddings (128,256 x 4,096) and the
+    # RMSNorm weights (65 x 4,096) the linear layers and lm_head hold the rest
+    assert n_base == 8_030_261_248 - 128_256 * 4096 - 65 * 4096
+    assert n_adapter == 167_772_160  # what axolotl reports as trainable for r=64 on all linear layers
+    assert fpt == 4 * n_base + 6 * n_adapter + 8 * 32 * 4096 * 4096
+
+
+def test_the_plain_run_measures_the_shipped_configs_beside_their_baselines():
+    run = load_run()
+    assert set(run.STANDARD) == {"baseline_lora", "lora", "baseline_qlora", "qlora"}
+    assert all(v in run.VARIANTS for v in run.STANDARD)
+    for name in run.STANDARD:
+        assert run.VARIANTS[name][0].is_file()
