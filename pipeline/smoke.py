@@ -19,15 +19,13 @@ Smoke runs never save checkpoints or evaluate between steps: they measure traini
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pipeline import checks
 from pipeline.core import bounds, config, engine, models, runs, section, summary
@@ -122,15 +120,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
         if key not in cfg.overrides:
             resolved.axolotl.pop(key, None)
 
-    run = runs.create(runs_dir, cfg.name, "smoke")
-    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files)
-    resolved_text = f"# Resolved by pipeline smoke from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
-    runs.write_atomic(run.path / "config.yaml", resolved_text)
-    runs.write_atomic(run.path / "source.yaml", cfg.text)
-    runs.start_manifest(run, stage="smoke", config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
-                        resolved_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
-                        data_files=resolved.data_files, max_steps=steps, world_size=gpus,
-                        bounds=section.bounds(cfg), overrides=cfg.overrides)
+    run = engine.start_run("smoke", resolved, runs_dir, max_steps=steps, world_size=gpus)
 
     started = time.perf_counter()
     launch = started - since
@@ -156,25 +146,25 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
     return result
 
 
+def _memory(d: dict[str, Any]) -> str:
+    mem = d["peak_memory_gib"]
+    return "-" if mem is None else f"{mem:.2f} GiB" + (" RSS" if d["device"] == "cpu" else "")
+
+
+#: the smoke table, one entry a column: its header and how a result's row (Result.as_dict) shows in it
+COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("Config", lambda d: Path(d["config"]).stem + ("" if d["exit_code"] == 0 else f" (exit {d['exit_code']})")),
+    ("Runtime", lambda d: f"{d['runtime_s']:.0f}s"),
+    ("Peak VRAM (RSS on CPU)", _memory),
+    ("Trainable Params", lambda d: summary.human_count(d["trainable_params"])),
+    ("Throughput (tok/s)", lambda d: "-" if d["throughput_tok_s"] is None else f"{d['throughput_tok_s']:,.0f}"),
+    ("Final Loss", lambda d: "-" if d["final_loss"] is None else f"{d['final_loss']:.3f}"),
+]
+
+
 def table(results: list[Result]) -> str:
-    header = ["Config", "Runtime", "Peak VRAM (RSS on CPU)", "Trainable Params", "Throughput (tok/s)",
-              "Final Loss"]
-    rows = []
-    for r in results:
-        d = r.as_dict()
-        mem = d["peak_memory_gib"]
-        mem_s = "-" if mem is None else f"{mem:.2f} GiB" + (" RSS" if d["device"] == "cpu" else "")
-        tput = d["throughput_tok_s"]
-        loss = d["final_loss"]
-        rows.append([
-            Path(r.config).stem + ("" if r.exit_code == 0 else f" (exit {r.exit_code})"),
-            f"{r.runtime_s:.0f}s",
-            mem_s,
-            summary.human_count(d["trainable_params"]),
-            "-" if tput is None else f"{tput:,.0f}",
-            "-" if loss is None else f"{loss:.3f}",
-        ])
-    return pipe_table(header, rows)
+    rows = [r.as_dict() for r in results]
+    return pipe_table([h for h, _ in COLUMNS], [[show(d) for _, show in COLUMNS] for d in rows])
 
 
 def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,

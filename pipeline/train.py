@@ -25,7 +25,6 @@ run. Every attempt is listed in the manifest under `attempts`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -37,10 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from pipeline import checks
-from pipeline.core import config, models, runs, section, summary
+from pipeline.core import config, models, runs, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, UserError
 from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 
@@ -71,16 +68,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     cfg, resolved = load(config_path, overrides)
     from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
 
-    run = runs.create(runs_dir, cfg.name, STAGE)
-    axolotl_cfg = engine.prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files)
-    resolved_text = (f"# Resolved by pipeline train from {cfg.path}\n"
-                     + yaml.safe_dump(axolotl_cfg, sort_keys=False))
-    runs.write_atomic(run.path / "config.yaml", resolved_text)
-    runs.write_atomic(run.path / "source.yaml", cfg.text)
-    runs.start_manifest(run, stage=STAGE, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
-                        resolved_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
-                        data_files=resolved.data_files, world_size=gpus, offline=resolved.offline,
-                        overrides=overrides, bounds=section.bounds(cfg), attempts=[])
+    run = engine.start_run(STAGE, resolved, runs_dir, world_size=gpus, attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
     return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
 

@@ -129,6 +129,28 @@ def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
     return cfg
 
 
+def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any:
+    """A new run folder for `stage`, set up the one way every stage does it: the config axolotl will run
+    (config.yaml, see `prepare`), the user's config as written (source.yaml) and the manifest, with the
+    `--set` overrides and the bounds the run was started with. `resolved` is a config.ResolvedConfig."""
+    import hashlib
+
+    import yaml
+
+    from pipeline.core import models, runs, section
+
+    cfg = resolved.source
+    run = runs.create(runs_dir, cfg.name, stage)
+    axolotl_cfg = prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files)
+    text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
+    runs.write_atomic(run.path / "config.yaml", text)
+    runs.write_atomic(run.path / "source.yaml", cfg.text)
+    runs.start_manifest(run, stage=stage, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
+                        resolved_sha256=hashlib.sha256(text.encode()).hexdigest(), data_files=resolved.data_files,
+                        offline=resolved.offline, overrides=cfg.overrides, bounds=section.bounds(cfg), **manifest)
+    return run
+
+
 def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | None = None, *,
                 gpus: int = 1) -> dict[str, str]:
     env = dict(os.environ)
