@@ -50,11 +50,7 @@ from typing import Any
 
 GIB = 1024**3
 #: bump when Shape changes, so cached shapes are rebuilt
-SHAPE_RECIPE = 1
-
-#: bytes of optimizer state per trainable fp32 parameter, by optimizer name (the rest: AdamW's two moments)
-OPTIMIZER_STATE_BYTES = (("8bit", 2), ("lion", 4), ("sgd", 0), ("adafactor", 0))
-ADAMW_STATE_BYTES = 8
+SHAPE_RECIPE = 2
 
 #: NF4 with double quantisation (axolotl's QLoRA): 4 bits, a one-byte absmax per 64 weights, an fp32
 #: second-level absmax per 256 blocks
@@ -112,6 +108,10 @@ class Shape:
     intermediate: int
     kv_dim: int
     max_positions: int | None
+    #: width of the attention's queries (heads x head_dim; the hidden size in most models)
+    q_dim: int = 0
+    #: the output embedding is the input embedding's weight
+    tied: bool = False
 
     @property
     def leaf_names(self) -> set[str]:
@@ -190,6 +190,8 @@ def _shape(arch_json: str) -> Shape:
         intermediate=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size),
         kv_dim=kv_heads * head_dim,
         max_positions=getattr(cfg, "max_position_embeddings", None),
+        q_dim=cfg.num_attention_heads * head_dim,
+        tied=out is not None and out.weight is model.get_input_embeddings().weight,
     )
 
 
@@ -261,76 +263,234 @@ def trainable(s: Shape, cfg: Mapping[str, Any]) -> Trainable:
 
 # --- memory --------------------------------------------------------------------------------------------
 
-def optimizer_state_bytes(optimizer: str | None) -> int:
+#: optimizer moments per trainable parameter, in bytes per byte of the parameter (AdamW: two moments in
+#: the parameter's dtype), by optimizer name (the rest: AdamW)
+OPTIMIZER_STATE = (("8bit", 0.5), ("lion", 1.0), ("sgd", 0.0), ("adafactor", 0.0))
+ADAMW_STATE = 2.0
+
+
+def optimizer_state_ratio(optimizer: str | None) -> float:
+    """Bytes of optimizer state per byte of trainable parameter (AdamW in the parameter's dtype: 2)."""
     name = (optimizer or "adamw_torch").lower()
-    for key, nbytes in OPTIMIZER_STATE_BYTES:
+    for key, ratio in OPTIMIZER_STATE:
         if key in name:
-            return nbytes
-    return ADAMW_STATE_BYTES
+            return ratio
+    return ADAMW_STATE
+
+
+def optimizer_state_bytes(optimizer: str | None) -> int:
+    """Bytes of optimizer state per fp32 trainable parameter (AdamW: 8)."""
+    return int(4 * optimizer_state_ratio(optimizer))
+
+
+def optimizer_temp_ratio(optimizer: str | None) -> float:
+    """The largest temporary of an optimizer step, per byte of trainable parameter: torch's foreach AdamW
+    takes the square root of every second moment into a new list before the update (`_multi_tensor_adam`);
+    the fused and 8-bit ones work in place."""
+    name = (optimizer or "adamw_torch").lower()
+    return 0.0 if ("fused" in name or "8bit" in name or optimizer_state_ratio(optimizer) == 0) else 1.0
 
 
 @dataclass
 class Estimate:
     adapter: str
     tokens: int
-    parts: dict[str, float]  # GiB
+    parts: dict[str, float]  # GiB, summing to the peak
+    #: which moment of a step the peak is at
+    at: str = "backward"
 
     @property
     def peak_gib(self) -> float:
         return sum(self.parts.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"adapter": self.adapter, "tokens_per_micro_batch": self.tokens,
+        return {"adapter": self.adapter, "tokens_per_micro_batch": self.tokens, "at": self.at,
                 "peak_gib": round(self.peak_gib, 2), "parts_gib": {k: round(v, 2) for k, v in self.parts.items()}}
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """How a config trains, as far as memory goes (see `peak_vram`)."""
+
+    adapter: str  # lora | qlora | full
+    wrapped: frozenset[str]  # leaf names of the linear layers LoRA wraps in a decoder layer
+    kernels: frozenset[str]  # axolotl's LoRA kernels in use: qkv, o, mlp
+    dropout: bool
+    resid: int  # bytes of the residual stream: fp32 in a full fine-tune (axolotl keeps embeddings fp32)
+    mask: bool  # an attention mask reaches SDPA (packing or padding): no GQA kernel, a float bias per layer
+    fused_loss: bool
+    checkpointing: bool
+
+
+def _setup(s: Shape, cfg: Mapping[str, Any], adapter: str) -> _Setup:
+    full = adapter not in ("lora", "qlora")
+    layer0 = [lin for lin in s.linears if ".layers.0." in lin.name]
+    wrapped = frozenset() if full else frozenset(
+        lin.name.rsplit(".", 1)[-1] for lin in lora_targets(s, cfg)[0] if ".layers.0." in lin.name)
+    kernels: set[str] = set()
+    if not full:  # axolotl switches its kernels on for LoRA/QLoRA unless a config sets one of them
+        explicit = [k for k in ("lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel", "lora_embedding_kernel")
+                    if cfg.get(k) is not None]
+        leaves = {lin.name.rsplit(".", 1)[-1] for lin in layer0}
+        groups = {"qkv": {"q_proj", "k_proj", "v_proj"}, "o": {"o_proj"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}
+        for name, group in groups.items():
+            on = bool(cfg.get(f"lora_{name}_kernel")) if explicit else True
+            if on and group <= leaves and group <= wrapped:  # a kernel needs every projection of its group wrapped
+                kernels.add(name)
+    packed = bool(cfg.get("sample_packing"))
+    return _Setup(
+        adapter="full" if full else adapter, wrapped=wrapped, kernels=frozenset(kernels),
+        dropout=not full and float(cfg.get("lora_dropout") or 0) > 0, resid=4 if full else 2,
+        mask=packed or bool(cfg.get("pad_to_sequence_len")) or int(cfg.get("micro_batch_size") or 1) > 1,
+        fused_loss=bool(cfg.get("liger_fused_linear_cross_entropy") or cfg.get("cut_cross_entropy")),
+        checkpointing=bool(cfg.get("gradient_checkpointing")))
+
+
+def layer_bytes_per_token(s: Shape, cfg: Mapping[str, Any], adapter: str = "lora") -> int:
+    """Activations one decoder layer keeps for its backward pass, bytes per token.
+
+    Counted tensor by tensor from what each operation saves (bf16 compute, 2 bytes):
+    - each RMSNorm (Liger's) keeps its input: the residual stream (2 bytes, fp32 in a full fine-tune);
+    - axolotl's LoRA kernels keep their input (the norm's output, or the attention output), with dropout
+      a dropped copy and its mask (3 bytes), and the MLP kernel gate and up (recomputing the activation);
+    - without a kernel: a trained linear layer keeps its input (autocast's own bf16 copy for each layer
+      when the stream is fp32); a LoRA-wrapped frozen one keeps the bf16 input of lora_A (+ mask); a
+      frozen unwrapped one nothing; the SwiGLU keeps gate, its activation and up;
+    - SDPA keeps q, k, v and its output; with an attention mask (packing, padding) transformers repeats
+      k and v to every head first, so they are kept at the query's size; the mask's float bias, kept
+      per layer, is `mask_bytes`.
+    """
+    st = _setup(s, cfg, adapter)
+    h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
+    act, resid, full = 2, st.resid, st.adapter == "full"
+    drop = 3 if st.dropout else 0  # a dropped bf16 copy and a one-byte mask
+
+    def linear(leaf: str, width: int, copies_input: bool) -> int:
+        """What a linear layer outside the kernels keeps of its input of `width` features."""
+        if full:
+            return act * width if copies_input else 0
+        if leaf in st.wrapped:
+            return act * width + (1 * width if st.dropout else 0)
+        return 0
+
+    per = 2 * resid * h  # the two norms' inputs
+    # attention: inputs of q/k/v
+    if "qkv" in st.kernels:
+        per += act * h + drop * h
+    else:
+        per += sum(linear(leaf, h, True) for leaf in ("q_proj", "k_proj", "v_proj"))
+        if full and resid == act:  # one shared bf16 input instead of three autocast copies
+            per -= 2 * act * h
+    per += act * (q + 2 * (q if st.mask else kv) + q)  # SDPA: q, k, v, output
+    if "o" in st.kernels:
+        per += act * q + drop * q
+    else:
+        per += linear("o_proj", q, True)
+    # MLP
+    if "mlp" in st.kernels:
+        per += act * h + drop * h + 2 * act * i
+    else:
+        per += sum(linear(leaf, h, resid != act) for leaf in ("gate_proj", "up_proj"))
+        if full and resid == act:
+            per += act * h
+        per += 3 * act * i + linear("down_proj", i, True)
+    return per
+
+
+def mask_bytes(cfg: Mapping[str, Any], tokens: int) -> tuple[float, float]:
+    """(the boolean mask, the bf16 bias SDPA makes of it and keeps per layer), bytes; 0 without a mask."""
+    mbs = max(int(cfg.get("micro_batch_size") or 1), 1)
+    seq = tokens // mbs
+    packed_or_padded = cfg.get("sample_packing") or cfg.get("pad_to_sequence_len") or mbs > 1
+    return (mbs * seq * seq, 2.0 * mbs * seq * seq) if packed_or_padded else (0.0, 0.0)
+
+
+def loss_bytes(s: Shape, cfg: Mapping[str, Any], tokens: int, adapter: str = "lora") -> float:
+    """The loss tensors at their largest. Unfused: the fp32 log-softmax output kept by cross-entropy, its
+    incoming gradient and the gradient it returns coexist at the start of the backward pass (12 x tokens x
+    vocab). Fused linear + cross-entropy (Liger) never holds the logits: during the forward it holds the
+    input's gradient (computed there, kept for the backward), one chunk of bf16 logits (Liger's chunk:
+    tokens / ceil(vocab / hidden), rounded up to a power of two) and, when the output embedding trains,
+    its new gradient (with a bf16 output embedding also the bf16 product and its fp32 copy of each chunk's
+    weight gradient; with an fp32 one, autocast's bf16 copy of the weight)."""
+    st = _setup(s, cfg, adapter)
+    head = s.vocab * s.hidden
+    head_trains = st.adapter == "full" or any(
+        _matches(s.output_embedding or "", str(m)) for m in (cfg.get("lora_modules_to_save") or []))
+    if not st.fused_loss:
+        return 12.0 * tokens * s.vocab + (2.0 * head if st.adapter == "full" else 0.0)
+    chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab / s.hidden)) - 1).bit_length()
+    out = tokens * s.hidden * st.resid + min(chunk, tokens) * (s.vocab * 2 + s.hidden * st.resid)
+    if head_trains:
+        out += head * 4 + head * 2 if st.adapter == "full" else head * 2 + head * 6
+    return out
+
+
 def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Estimate:
-    """Allocated-memory peak of one training step on one GPU (see the module docstring)."""
-    t = trainable(s, cfg)
-    if adapter == "qlora":
+    """Allocated-memory peak of a training run on one GPU, bytes summed as GiB by part (module docstring).
+
+    `adapter`: lora, qlora, or full (a full fine-tune: no adapter, every weight trains)."""
+    st = _setup(s, cfg, adapter)
+    t = trainable(s, cfg) if st.adapter != "full" else Trainable(0)
+    ratio = optimizer_state_ratio(cfg.get("optimizer"))
+    temp = optimizer_temp_ratio(cfg.get("optimizer"))
+    embeddings = [n for n in dict.fromkeys([s.input_embedding, s.output_embedding]) if n]
+    emb_params = s.module_params[s.input_embedding] + (
+        0 if s.tied or not s.output_embedding else s.module_params[s.output_embedding])
+    norm_params = sum(p for n, p in s.module_params.items() if "norm" in n.rsplit(".", 1)[-1])
+
+    # what stays allocated: weights, then what trains with its gradients and optimizer moments
+    if st.adapter == "qlora":
         quantised = sum(lin.numel for lin in s.linears if lin.name != s.output_embedding)
         weights = quantised * NF4_BYTES_PER_PARAM + (s.total_params - quantised) * 2
+    elif st.adapter == "full":  # axolotl upcasts embeddings and norms to fp32 and keeps them there (sdpa)
+        fp32 = emb_params + norm_params
+        weights = (s.total_params - fp32) * 2.0 + fp32 * 4.0
     else:
         weights = s.total_params * 2.0
-    state = optimizer_state_bytes(cfg.get("optimizer"))
-    keeps_grads = int(cfg.get("gradient_accumulation_steps") or 1) > 1
-    adapter_bytes = t.lora * (4.0 + state + (4 if keeps_grads else 0))
-    adapter_bytes += t.saved_total * (2 + state / 2 + (2 if keeps_grads else 0))
-    parts = {"weights": weights / GIB, "adapter+optimizer": adapter_bytes / GIB}
-    layer = tokens * layer_bytes_per_token(s, cfg)
-    loss = loss_bytes(s, cfg, tokens)
-    if cfg.get("gradient_checkpointing"):
-        parts["checkpoints"] = s.layers * tokens * s.hidden * 2 / GIB
-        # the loss tensors die before the first layer is recomputed: the larger of the two is the peak
-        parts["loss" if loss >= layer else "recomputed layer"] = max(loss, layer) / GIB
+    if st.adapter == "full":
+        trained = weights
+        state = trained * (1 + ratio)  # gradients in the weights' dtypes, then the moments
+        step_temp = trained * temp
+    else:  # peft keeps LoRA matrices in fp32; modules_to_save copies stay bf16
+        trained = t.lora * 4.0 + t.saved_total * 2.0
+        state = trained * (1 + ratio)
+        step_temp = trained * temp
+    static = weights + (trained if st.adapter != "full" else 0.0) + state
+
+    # the forward and backward pass of a micro-batch
+    layer = tokens * layer_bytes_per_token(s, cfg, st.adapter)
+    bool_mask, bias = mask_bytes(cfg, tokens)
+    loss = loss_bytes(s, cfg, tokens, st.adapter)
+    top = tokens * s.hidden * st.resid  # the final norm's input
+    # backward of one layer: the gradient of the stream in and out, and the layer's own temporaries (the
+    # gradients of gate/up and of the norm outputs)
+    working = tokens * (2 * s.hidden * st.resid + 4 * s.intermediate + 6 * s.hidden)
+    parts: dict[str, float] = {"weights": weights / GIB, "trainable+optimizer": ((trained if st.adapter != "full" else 0.0)
+                                                                                 + state) / GIB}
+    if st.checkpointing:
+        kept = s.layers * tokens * s.hidden * st.resid + top + bool_mask
+        parts["checkpoints"] = kept / GIB
+        recompute = layer + bias + working
+        parts["loss" if loss >= recompute else "recomputed layer"] = max(loss, recompute) / GIB
     else:
-        parts["activations"] = s.layers * layer / GIB
-        parts["loss"] = loss / GIB
-    return Estimate(adapter, tokens, parts)
-
-
-def layer_bytes_per_token(s: Shape, cfg: Mapping[str, Any]) -> int:
-    """Activations one Llama-style decoder layer keeps for its backward pass, bytes per token (bf16):
-    fp32 RMSNorm inputs and bf16 outputs (2 x 6h), q/k/v (2h + 4kv), rotary q/k (2h + 2kv), attention
-    output and its contiguous copy (4h), SwiGLU gate/up/act/product (8i), and with lora_dropout > 0 a
-    dropped copy and a mask of every wrapped layer's input (3 bytes each: 4 x 3h attention, 2 x 3h
-    gate/up, 3i down)."""
-    h, kv, i = s.hidden, s.kv_dim, s.intermediate
-    per_token = 20 * h + 6 * kv + 8 * i
-    if float(cfg.get("lora_dropout") or 0) > 0:
-        per_token += 18 * h + 3 * i
-    return per_token
-
-
-def loss_bytes(s: Shape, cfg: Mapping[str, Any], tokens: int) -> float:
-    """The loss tensors at the start of the backward pass. Unfused: the fp32 log-softmax output kept by
-    cross-entropy, its incoming gradient and the gradient it returns (12 x tokens x vocab). Fused linear
-    + cross-entropy (Liger, Cut Cross-Entropy) never holds the logits: one chunk of them (Liger's chunk:
-    tokens / ceil(vocab / hidden), rounded up to a power of two) and the input gradient."""
-    if cfg.get("liger_fused_linear_cross_entropy") or cfg.get("cut_cross_entropy"):
-        chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab / s.hidden)) - 1).bit_length()
-        return chunk * s.vocab * 4 + tokens * s.hidden * 2
-    return 12.0 * tokens * s.vocab
+        kept = s.layers * (layer + bias) + top + bool_mask
+        parts["activations"] = kept / GIB
+        parts["loss" if loss >= working else "backward"] = max(loss, working) / GIB
+    at = "backward"
+    if step_temp > sum(parts.values()) * GIB - static:  # the optimizer step is the larger moment
+        parts = {"weights": parts["weights"], "trainable+optimizer": parts["trainable+optimizer"],
+                 "optimizer step": step_temp / GIB}
+        at = "optimizer step"
+    # loading: axolotl upcasts the embeddings to fp32 before it casts them back for LoRA/QLoRA (peft's
+    # kbit preparation casts them too); the last one's bf16 original and fp32 copy coexist for a moment
+    if st.adapter != "full":
+        last = max((s.module_params[n] for n in embeddings), default=0)
+        load = weights + 2.0 * emb_params + 2.0 * last
+        if load > sum(parts.values()) * GIB:
+            return Estimate(st.adapter, tokens, {"weights": weights / GIB, "embeddings upcast while loading":
+                                                 (load - weights) / GIB}, at="loading")
+    return Estimate(st.adapter, tokens, parts, at=at)
 
 
 def parse_memory(text: str) -> float:

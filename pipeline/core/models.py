@@ -35,6 +35,12 @@ HUB_ARCHITECTURES = {
     "meta-llama/llama-3.1-8b-instruct": "llama-3.1-8b",
     "meta-llama/meta-llama-3.1-8b": "llama-3.1-8b",
     "meta-llama/meta-llama-3.1-8b-instruct": "llama-3.1-8b",
+    "qwen/qwen2.5-7b": "qwen2.5-7b",
+    "qwen/qwen2.5-7b-instruct": "qwen2.5-7b",
+    "qwen/qwen2.5-1.5b": "qwen2.5-1.5b",
+    "qwen/qwen2.5-1.5b-instruct": "qwen2.5-1.5b",
+    "mistralai/mistral-7b-v0.3": "mistral-7b",
+    "mistralai/mistral-7b-instruct-v0.3": "mistral-7b",
 }
 
 TINY_CONFIG: dict[str, Any] = {
