@@ -44,6 +44,7 @@ PROBE = "benchmarks.memory_probe.MemoryProbe"
 STEPS = 2
 #: every row: 2 micro-batches a step, so gradients are kept between micro-batches as in the shipped configs
 COMMON = ["gradient_accumulation_steps=2"]
+NO_KERNELS = ["lora_qkv_kernel=false", "lora_o_kernel=false", "lora_mlp_kernel=false"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Row:
     overrides: list[str] = field(default_factory=list)
     #: free disk the row needs (a full fine-tune writes the whole model at its end)
     disk_gib: float = 0.0
+    #: measured only after the estimate was settled on the other rows
+    held_out: bool = False
 
 
 ROWS = [
@@ -94,7 +97,24 @@ ROWS = [
         ["gradient_checkpointing=false", "sequence_len=2048", "micro_batch_size=4"], disk_gib=8),
     Row("qwen1.5b-full-s8192-b2-ce", FULL, "qwen2.5-1.5b",
         ["sequence_len=8192", "micro_batch_size=2", "liger_fused_linear_cross_entropy=false"], disk_gib=8),
-    Row("mistral7b-full-s2048", FULL, "mistral-7b", ["sequence_len=2048"], disk_gib=24),
+    # held out: shapes first measured after the model was settled on the rows above
+    Row("mistral7b-full-s2048", FULL, "mistral-7b", ["sequence_len=2048"], disk_gib=24, held_out=True),
+    Row("lora-r32-s2048-b4-nopack", LORA, "llama-3.1-8b",
+        ["lora_r=32", "sequence_len=2048", "micro_batch_size=4", "sample_packing=false"], held_out=True),
+    Row("lora-nockpt-r16-s2048-b2-nodrop", LORA, "llama-3.1-8b",
+        ["gradient_checkpointing=false", "sequence_len=2048", "micro_batch_size=2", "lora_r=16", "lora_dropout=0"],
+        held_out=True),
+    Row("qlora-r128-s16384", QLORA, "llama-3.1-8b", ["lora_r=128", "sequence_len=16384"], held_out=True),
+    Row("lora-nokernels-s4096", LORA, "llama-3.1-8b", [*NO_KERNELS], held_out=True),
+    Row("lora-nokernels-nockpt-s2048", LORA, "llama-3.1-8b",
+        [*NO_KERNELS, "gradient_checkpointing=false", "sequence_len=2048"], held_out=True),
+    Row("mistral7b-qlora-nockpt-s4096", QLORA, "mistral-7b", ["gradient_checkpointing=false"], held_out=True),
+    Row("mistral7b-lora-save-embed-head", LORA, "mistral-7b", ["lora_modules_to_save=[embed_tokens,lm_head]"],
+        held_out=True),
+    Row("qwen1.5b-full-nockpt-s4096-ce", FULL, "qwen2.5-1.5b",
+        ["gradient_checkpointing=false", "liger_fused_linear_cross_entropy=false"], disk_gib=8, held_out=True),
+    Row("qwen1.5b-full-8bit-s2048-b4", FULL, "qwen2.5-1.5b",
+        ["optimizer=adamw_bnb_8bit", "sequence_len=2048", "micro_batch_size=4"], disk_gib=8, held_out=True),
 ]
 BY_ID = {r.id: r for r in ROWS}
 
@@ -166,7 +186,7 @@ def finish(row: Row, cmd: list[str], proc: subprocess.Popen[bytes], started: flo
     run_dir = runs_dir / result["run"] if result.get("run") else None
     log = (run_dir / "axolotl.log").read_text(errors="replace") if run_dir and (run_dir / "axolotl.log").is_file() else ""
     record = {
-        "id": row.id, "config": row.config, "model": f"pipeline://random/{row.model}",
+        "id": row.id, "held_out": row.held_out, "config": row.config, "model": f"pipeline://random/{row.model}",
         "overrides": [*COMMON, *row.overrides], "max_steps": STEPS,
         "command": " ".join(["pipeline", *cmd[3:]]), "exit_code": proc.returncode,
         "out_of_memory": "OutOfMemoryError" in log or "CUDA out of memory" in log,
@@ -220,13 +240,21 @@ def main() -> int:
     alone: set[str] = set()
     results: list[dict[str, Any]] = []
 
+    # rows of earlier calls stay, each with the call that measured it
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    calls = list(previous.get("calls", []))
+    calls.append({"command": " ".join(["python", "benchmarks/memory.py", *sys.argv[1:]]),
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "hardware": hw,
+                  "versions": runs.versions()})
+    kept = [r for r in previous.get("rows", []) if r["id"] not in {x.id for x in rows} and r["id"] in BY_ID]
+
     def save() -> None:
+        order = [x.id for x in ROWS]
         runs.write_json(out, {
-            "card": hw["accelerator"], "card_memory_gib": round(card_gib, 2), "hardware": hw,
-            "versions": runs.versions(), "steps": STEPS,
+            "card": hw["accelerator"], "card_memory_gib": round(card_gib, 2), "steps": STEPS,
             "data": "400 synthetic chat rows of 300-3,000 tokens (benchmarks/run.py synthetic)",
-            "command": " ".join(["python", "benchmarks/memory.py", *sys.argv[1:]]),
-            "rows": sorted(results, key=lambda r: [x.id for x in ROWS].index(r["id"])),
+            "calls": calls,
+            "rows": sorted([*kept, *({**r, "call": len(calls) - 1} for r in results)], key=lambda r: order.index(r["id"])),
         })
 
     def building_gib() -> float:
@@ -279,7 +307,7 @@ def main() -> int:
     save()
     print(f"\n{'row':<36} {'estimate':>9} {'measured':>9} {'error':>7}")
     for r in json.loads(out.read_text())["rows"]:
-        m, e = r.get("peak_allocated_gib"), estimates[r["id"]].peak_gib
+        m, e = r.get("peak_allocated_gib"), estimate_row(BY_ID[r["id"]]).peak_gib
         err = f"{100 * (e - m) / m:+.1f}%" if m else "-"
         print(f"{r['id']:<36} {e:>9.2f} {m or 0:>9.2f} {err:>7}  exit {r['exit_code']}")
     print(f"wrote {out}")

@@ -263,24 +263,27 @@ def trainable(s: Shape, cfg: Mapping[str, Any]) -> Trainable:
 
 # --- memory --------------------------------------------------------------------------------------------
 
-#: optimizer moments per trainable parameter, in bytes per byte of the parameter (AdamW: two moments in
-#: the parameter's dtype), by optimizer name (the rest: AdamW)
-OPTIMIZER_STATE = (("8bit", 0.5), ("lion", 1.0), ("sgd", 0.0), ("adafactor", 0.0))
+#: optimizer state per trainable parameter, by optimizer name: bytes per byte of the parameter (AdamW: two
+#: moments in the parameter's dtype), or with "8bit" bitsandbytes' two one-byte moments whatever the dtype
+OPTIMIZER_STATE = (("lion", 1.0), ("sgd", 0.0), ("adafactor", 0.0))
 ADAMW_STATE = 2.0
+EIGHT_BIT_STATE_BYTES = 2.0
 
 
-def optimizer_state_ratio(optimizer: str | None) -> float:
-    """Bytes of optimizer state per byte of trainable parameter (AdamW in the parameter's dtype: 2)."""
+def optimizer_state(optimizer: str | None, dtype_bytes: int) -> float:
+    """Bytes of optimizer state for one trainable parameter stored in `dtype_bytes` bytes."""
     name = (optimizer or "adamw_torch").lower()
+    if "8bit" in name:
+        return EIGHT_BIT_STATE_BYTES
     for key, ratio in OPTIMIZER_STATE:
         if key in name:
-            return ratio
-    return ADAMW_STATE
+            return ratio * dtype_bytes
+    return ADAMW_STATE * dtype_bytes
 
 
 def optimizer_state_bytes(optimizer: str | None) -> int:
     """Bytes of optimizer state per fp32 trainable parameter (AdamW: 8)."""
-    return int(4 * optimizer_state_ratio(optimizer))
+    return int(optimizer_state(optimizer, 4))
 
 
 def optimizer_temp_ratio(optimizer: str | None) -> float:
@@ -288,7 +291,12 @@ def optimizer_temp_ratio(optimizer: str | None) -> float:
     takes the square root of every second moment into a new list before the update (`_multi_tensor_adam`);
     the fused and 8-bit ones work in place."""
     name = (optimizer or "adamw_torch").lower()
-    return 0.0 if ("fused" in name or "8bit" in name or optimizer_state_ratio(optimizer) == 0) else 1.0
+    return 0.0 if ("fused" in name or "8bit" in name or optimizer_state(optimizer, 4) == 0) else 1.0
+
+
+#: CUDA libraries' workspaces allocated through torch's allocator at the first matrix product (cuBLAS and
+#: cuBLASLt): 0.06-0.08 GiB above weights and optimizer state in every measured run
+WORKSPACES = 64 * 2**20
 
 
 @dataclass
@@ -298,14 +306,23 @@ class Estimate:
     parts: dict[str, float]  # GiB, summing to the peak
     #: which moment of a step the peak is at
     at: str = "backward"
+    #: the moment of loading when axolotl upcasts the embeddings (GiB; derived, not measured: axolotl resets
+    #: CUDA's peak counter after loading)
+    loading_gib: float = 0.0
 
     @property
     def peak_gib(self) -> float:
         return sum(self.parts.values())
 
+    @property
+    def needs_gib(self) -> float:
+        """What a card must hold: the training peak, or the loading moment where that is larger."""
+        return max(self.peak_gib, self.loading_gib)
+
     def as_dict(self) -> dict[str, Any]:
         return {"adapter": self.adapter, "tokens_per_micro_batch": self.tokens, "at": self.at,
-                "peak_gib": round(self.peak_gib, 2), "parts_gib": {k: round(v, 2) for k, v in self.parts.items()}}
+                "peak_gib": round(self.peak_gib, 2), "parts_gib": {k: round(v, 2) for k, v in self.parts.items()},
+                "loading_gib": round(self.loading_gib, 2)}
 
 
 @dataclass(frozen=True)
@@ -317,7 +334,7 @@ class _Setup:
     kernels: frozenset[str]  # axolotl's LoRA kernels in use: qkv, o, mlp
     dropout: bool
     resid: int  # bytes of the residual stream: fp32 in a full fine-tune (axolotl keeps embeddings fp32)
-    mask: bool  # an attention mask reaches SDPA (packing or padding): no GQA kernel, a float bias per layer
+    repeat_kv: bool  # packing or padding: transformers repeats k and v to every head before SDPA
     fused_loss: bool
     checkpointing: bool
 
@@ -329,19 +346,19 @@ def _setup(s: Shape, cfg: Mapping[str, Any], adapter: str) -> _Setup:
         lin.name.rsplit(".", 1)[-1] for lin in lora_targets(s, cfg)[0] if ".layers.0." in lin.name)
     kernels: set[str] = set()
     if not full:  # axolotl switches its kernels on for LoRA/QLoRA unless a config sets one of them
-        explicit = [k for k in ("lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel", "lora_embedding_kernel")
-                    if cfg.get(k) is not None]
+        explicit = any(cfg.get(k) is not None
+                       for k in ("lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel", "lora_embedding_kernel"))
         leaves = {lin.name.rsplit(".", 1)[-1] for lin in layer0}
         groups = {"qkv": {"q_proj", "k_proj", "v_proj"}, "o": {"o_proj"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}
         for name, group in groups.items():
             on = bool(cfg.get(f"lora_{name}_kernel")) if explicit else True
             if on and group <= leaves and group <= wrapped:  # a kernel needs every projection of its group wrapped
                 kernels.add(name)
-    packed = bool(cfg.get("sample_packing"))
     return _Setup(
         adapter="full" if full else adapter, wrapped=wrapped, kernels=frozenset(kernels),
         dropout=not full and float(cfg.get("lora_dropout") or 0) > 0, resid=4 if full else 2,
-        mask=packed or bool(cfg.get("pad_to_sequence_len")) or int(cfg.get("micro_batch_size") or 1) > 1,
+        repeat_kv=bool(cfg.get("sample_packing") or cfg.get("pad_to_sequence_len")
+                       or int(cfg.get("micro_batch_size") or 1) > 1),
         fused_loss=bool(cfg.get("liger_fused_linear_cross_entropy") or cfg.get("cut_cross_entropy")),
         checkpointing=bool(cfg.get("gradient_checkpointing")))
 
@@ -352,67 +369,61 @@ def layer_bytes_per_token(s: Shape, cfg: Mapping[str, Any], adapter: str = "lora
     Counted tensor by tensor from what each operation saves (bf16 compute, 2 bytes):
     - each RMSNorm (Liger's) keeps its input: the residual stream (2 bytes, fp32 in a full fine-tune);
     - axolotl's LoRA kernels keep their input (the norm's output, or the attention output), with dropout
-      a dropped copy and its mask (3 bytes), and the MLP kernel gate and up (recomputing the activation);
+      a dropped copy and its mask (3 bytes), and the MLP kernel gate and up (it recomputes the activation);
     - without a kernel: a trained linear layer keeps its input (autocast's own bf16 copy for each layer
       when the stream is fp32); a LoRA-wrapped frozen one keeps the bf16 input of lora_A (+ mask); a
       frozen unwrapped one nothing; the SwiGLU keeps gate, its activation and up;
-    - SDPA keeps q, k, v and its output; with an attention mask (packing, padding) transformers repeats
-      k and v to every head first, so they are kept at the query's size; the mask's float bias, kept
-      per layer, is `mask_bytes`.
+    - SDPA keeps q, k, v and its output, which is o_proj's input itself (laid out batch, sequence, heads,
+      its transpose back is already contiguous); with packing or padding transformers repeats k and v to
+      every head first, so they are kept at the query's size.
     """
     st = _setup(s, cfg, adapter)
     h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
     act, resid, full = 2, st.resid, st.adapter == "full"
+    rank = int(cfg.get("lora_r") or 8)
     drop = 3 if st.dropout else 0  # a dropped bf16 copy and a one-byte mask
 
-    def linear(leaf: str, width: int, copies_input: bool) -> int:
-        """What a linear layer outside the kernels keeps of its input of `width` features."""
+    def linear(leaf: str, width: int) -> int:
+        """What a linear layer outside the kernels keeps of an input of `width` features beyond the input."""
         if full:
-            return act * width if copies_input else 0
-        if leaf in st.wrapped:
-            return act * width + (1 * width if st.dropout else 0)
+            return act * width
+        if leaf in st.wrapped:  # lora_A's bf16 input (+ the dropout mask) and lora_B's rank-wide input
+            return act * width + (width if st.dropout else 0) + act * rank
         return 0
 
     per = 2 * resid * h  # the two norms' inputs
-    # attention: inputs of q/k/v
     if "qkv" in st.kernels:
         per += act * h + drop * h
+    elif full and resid == act:  # one shared bf16 input
+        per += act * h
     else:
-        per += sum(linear(leaf, h, True) for leaf in ("q_proj", "k_proj", "v_proj"))
-        if full and resid == act:  # one shared bf16 input instead of three autocast copies
-            per -= 2 * act * h
-    per += act * (q + 2 * (q if st.mask else kv) + q)  # SDPA: q, k, v, output
+        per += sum(linear(leaf, h) for leaf in ("q_proj", "k_proj", "v_proj"))
+    per += act * (q + 2 * (q if st.repeat_kv else kv) + q)  # SDPA: q, k, v, output (= o_proj's input)
     if "o" in st.kernels:
-        per += act * q + drop * q
-    else:
-        per += linear("o_proj", q, True)
-    # MLP
+        per += drop * q
+    elif not full:  # a full fine-tune's o_proj keeps SDPA's output, counted above
+        per += linear("o_proj", q)
     if "mlp" in st.kernels:
         per += act * h + drop * h + 2 * act * i
     else:
-        per += sum(linear(leaf, h, resid != act) for leaf in ("gate_proj", "up_proj"))
         if full and resid == act:
             per += act * h
-        per += 3 * act * i + linear("down_proj", i, True)
+        else:
+            per += sum(linear(leaf, h) for leaf in ("gate_proj", "up_proj"))
+        per += 3 * act * i + linear("down_proj", i)
     return per
-
-
-def mask_bytes(cfg: Mapping[str, Any], tokens: int) -> tuple[float, float]:
-    """(the boolean mask, the bf16 bias SDPA makes of it and keeps per layer), bytes; 0 without a mask."""
-    mbs = max(int(cfg.get("micro_batch_size") or 1), 1)
-    seq = tokens // mbs
-    packed_or_padded = cfg.get("sample_packing") or cfg.get("pad_to_sequence_len") or mbs > 1
-    return (mbs * seq * seq, 2.0 * mbs * seq * seq) if packed_or_padded else (0.0, 0.0)
 
 
 def loss_bytes(s: Shape, cfg: Mapping[str, Any], tokens: int, adapter: str = "lora") -> float:
     """The loss tensors at their largest. Unfused: the fp32 log-softmax output kept by cross-entropy, its
     incoming gradient and the gradient it returns coexist at the start of the backward pass (12 x tokens x
-    vocab). Fused linear + cross-entropy (Liger) never holds the logits: during the forward it holds the
-    input's gradient (computed there, kept for the backward), one chunk of bf16 logits (Liger's chunk:
-    tokens / ceil(vocab / hidden), rounded up to a power of two) and, when the output embedding trains,
-    its new gradient (with a bf16 output embedding also the bf16 product and its fp32 copy of each chunk's
-    weight gradient; with an fp32 one, autocast's bf16 copy of the weight)."""
+    vocab; a full fine-tune adds autocast's bf16 copy of the fp32 output embedding). Fused linear +
+    cross-entropy (Liger) never holds the logits: during the forward it holds the input's gradient
+    (computed there, kept for the backward), one chunk of bf16 logits (Liger's chunk: tokens /
+    ceil(vocab / hidden), rounded up to a power of two) and, when the output embedding trains, its new
+    gradient: in a full fine-tune fp32 (4 bytes a weight) beside autocast's bf16 copy of the weight and
+    one of its transpose (not a leaf, so not cached: 2 + 2); for a bf16 `lora_modules_to_save` copy
+    bf16 (2) beside each chunk's bf16 product and its fp32 copy (2 + 4)."""
     st = _setup(s, cfg, adapter)
     head = s.vocab * s.hidden
     head_trains = st.adapter == "full" or any(
@@ -422,75 +433,71 @@ def loss_bytes(s: Shape, cfg: Mapping[str, Any], tokens: int, adapter: str = "lo
     chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab / s.hidden)) - 1).bit_length()
     out = tokens * s.hidden * st.resid + min(chunk, tokens) * (s.vocab * 2 + s.hidden * st.resid)
     if head_trains:
-        out += head * 4 + head * 2 if st.adapter == "full" else head * 2 + head * 6
+        out += head * (4 + 2 + 2) if st.adapter == "full" else head * (2 + 2 + 4)
     return out
 
 
 def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Estimate:
-    """Allocated-memory peak of a training run on one GPU, bytes summed as GiB by part (module docstring).
+    """Allocated-memory peak of a training run on one GPU, by part (GiB; see the module docstring).
 
     `adapter`: lora, qlora, or full (a full fine-tune: no adapter, every weight trains)."""
     st = _setup(s, cfg, adapter)
     t = trainable(s, cfg) if st.adapter != "full" else Trainable(0)
-    ratio = optimizer_state_ratio(cfg.get("optimizer"))
-    temp = optimizer_temp_ratio(cfg.get("optimizer"))
+    optimizer = cfg.get("optimizer")
     embeddings = [n for n in dict.fromkeys([s.input_embedding, s.output_embedding]) if n]
     emb_params = s.module_params[s.input_embedding] + (
         0 if s.tied or not s.output_embedding else s.module_params[s.output_embedding])
     norm_params = sum(p for n, p in s.module_params.items() if "norm" in n.rsplit(".", 1)[-1])
 
-    # what stays allocated: weights, then what trains with its gradients and optimizer moments
     if st.adapter == "qlora":
         quantised = sum(lin.numel for lin in s.linears if lin.name != s.output_embedding)
         weights = quantised * NF4_BYTES_PER_PARAM + (s.total_params - quantised) * 2
     elif st.adapter == "full":  # axolotl upcasts embeddings and norms to fp32 and keeps them there (sdpa)
-        fp32 = emb_params + norm_params
-        weights = (s.total_params - fp32) * 2.0 + fp32 * 4.0
+        weights = (s.total_params - emb_params - norm_params) * 2.0 + (emb_params + norm_params) * 4.0
     else:
         weights = s.total_params * 2.0
+    # what trains: a full fine-tune's weights themselves; else peft's fp32 LoRA matrices and the bf16
+    # copies of lora_modules_to_save. Its gradients, in the same dtypes, and the optimizer's moments
     if st.adapter == "full":
-        trained = weights
-        state = trained * (1 + ratio)  # gradients in the weights' dtypes, then the moments
-        step_temp = trained * temp
-    else:  # peft keeps LoRA matrices in fp32; modules_to_save copies stay bf16
-        trained = t.lora * 4.0 + t.saved_total * 2.0
-        state = trained * (1 + ratio)
-        step_temp = trained * temp
-    static = weights + (trained if st.adapter != "full" else 0.0) + state
+        fp32 = emb_params + norm_params
+        by_dtype = {2: s.total_params - fp32, 4: fp32}
+    else:
+        by_dtype = {4: t.lora, 2: t.saved_total}
+    trained = sum(n * b for b, n in by_dtype.items())
+    moments = sum(n * optimizer_state(optimizer, b) for b, n in by_dtype.items())
+    state = (0.0 if st.adapter == "full" else trained) + trained + moments + WORKSPACES
+    parts: dict[str, float] = {"weights": weights / GIB, "trainable+optimizer": state / GIB}
 
-    # the forward and backward pass of a micro-batch
     layer = tokens * layer_bytes_per_token(s, cfg, st.adapter)
-    bool_mask, bias = mask_bytes(cfg, tokens)
     loss = loss_bytes(s, cfg, tokens, st.adapter)
     top = tokens * s.hidden * st.resid  # the final norm's input
-    # backward of one layer: the gradient of the stream in and out, and the layer's own temporaries (the
-    # gradients of gate/up and of the norm outputs)
-    working = tokens * (2 * s.hidden * st.resid + 4 * s.intermediate + 6 * s.hidden)
-    parts: dict[str, float] = {"weights": weights / GIB, "trainable+optimizer": ((trained if st.adapter != "full" else 0.0)
-                                                                                 + state) / GIB}
+    # the backward of one layer: the stream's gradient into and out of it, and the gradient of the MLP's
+    # hidden activation
+    working = tokens * (2 * s.hidden * st.resid + 2 * s.intermediate)
+    if st.adapter == "qlora":  # the kernels dequantise one projection's NF4 weight to bf16 at a time
+        working += 2.0 * max((lin.numel for lin in s.linears if ".layers.0." in lin.name), default=0)
+    # axolotl's kernels (and autocast, without them) keep a bf16 copy of each layer's LoRA matrices
+    copies = 2.0 * t.lora
     if st.checkpointing:
-        kept = s.layers * tokens * s.hidden * st.resid + top + bool_mask
-        parts["checkpoints"] = kept / GIB
-        recompute = layer + bias + working
+        parts["checkpoints"] = (s.layers * tokens * s.hidden * st.resid + top) / GIB
+        recompute = layer + working + copies / s.layers
         parts["loss" if loss >= recompute else "recomputed layer"] = max(loss, recompute) / GIB
     else:
-        kept = s.layers * (layer + bias) + top + bool_mask
-        parts["activations"] = kept / GIB
+        parts["activations"] = (s.layers * layer + top + copies) / GIB
         parts["loss" if loss >= working else "backward"] = max(loss, working) / GIB
     at = "backward"
-    if step_temp > sum(parts.values()) * GIB - static:  # the optimizer step is the larger moment
+    step = trained * optimizer_temp_ratio(optimizer)
+    if step / GIB > sum(v for k, v in parts.items() if k not in ("weights", "trainable+optimizer")):
         parts = {"weights": parts["weights"], "trainable+optimizer": parts["trainable+optimizer"],
-                 "optimizer step": step_temp / GIB}
+                 "optimizer step": step / GIB}
         at = "optimizer step"
-    # loading: axolotl upcasts the embeddings to fp32 before it casts them back for LoRA/QLoRA (peft's
-    # kbit preparation casts them too); the last one's bf16 original and fp32 copy coexist for a moment
+    # loading: for LoRA/QLoRA axolotl upcasts the embeddings to fp32, then casts them back; the last one's
+    # bf16 original and fp32 copy coexist for a moment
+    loading = 0.0
     if st.adapter != "full":
         last = max((s.module_params[n] for n in embeddings), default=0)
-        load = weights + 2.0 * emb_params + 2.0 * last
-        if load > sum(parts.values()) * GIB:
-            return Estimate(st.adapter, tokens, {"weights": weights / GIB, "embeddings upcast while loading":
-                                                 (load - weights) / GIB}, at="loading")
-    return Estimate(st.adapter, tokens, parts, at=at)
+        loading = (weights + 2.0 * emb_params + 2.0 * last) / GIB
+    return Estimate(st.adapter, tokens, parts, at=at, loading_gib=loading)
 
 
 def parse_memory(text: str) -> float:
