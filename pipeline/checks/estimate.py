@@ -264,17 +264,18 @@ def trainable(s: Shape, cfg: Mapping[str, Any]) -> Trainable:
 # --- memory --------------------------------------------------------------------------------------------
 
 #: optimizer state per trainable parameter, by optimizer name: bytes per byte of the parameter (AdamW: two
-#: moments in the parameter's dtype), or with "8bit" bitsandbytes' two one-byte moments whatever the dtype
+#: moments in the parameter's dtype), or with "8bit" bitsandbytes' two one-byte moments whatever the dtype,
+#: except for embeddings, which transformers' Trainer has it keep in fp32 (`optim_bits: 32`)
 OPTIMIZER_STATE = (("lion", 1.0), ("sgd", 0.0), ("adafactor", 0.0))
 ADAMW_STATE = 2.0
 EIGHT_BIT_STATE_BYTES = 2.0
 
 
-def optimizer_state(optimizer: str | None, dtype_bytes: int) -> float:
+def optimizer_state(optimizer: str | None, dtype_bytes: int, embedding: bool = False) -> float:
     """Bytes of optimizer state for one trainable parameter stored in `dtype_bytes` bytes."""
     name = (optimizer or "adamw_torch").lower()
     if "8bit" in name:
-        return EIGHT_BIT_STATE_BYTES
+        return 8.0 if embedding else EIGHT_BIT_STATE_BYTES
     for key, ratio in OPTIMIZER_STATE:
         if key in name:
             return ratio * dtype_bytes
@@ -458,22 +459,26 @@ def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Es
         weights = s.total_params * 2.0
     # what trains: a full fine-tune's weights themselves; else peft's fp32 LoRA matrices and the bf16
     # copies of lora_modules_to_save. Its gradients, in the same dtypes, and the optimizer's moments
+    # (parameters, bytes each, an nn.Embedding's weight)
+    groups: list[tuple[int, int, bool]]
     if st.adapter == "full":
-        fp32 = emb_params + norm_params
-        by_dtype = {2: s.total_params - fp32, 4: fp32}
+        inp = s.module_params[s.input_embedding]
+        groups = [(s.total_params - emb_params - norm_params, 2, False), (inp, 4, True),
+                  (emb_params - inp + norm_params, 4, False)]
     else:
-        by_dtype = {4: t.lora, 2: t.saved_total}
-    trained = sum(n * b for b, n in by_dtype.items())
-    moments = sum(n * optimizer_state(optimizer, b) for b, n in by_dtype.items())
+        groups = [(t.lora, 4, False)] + [(n, 2, _matches(s.input_embedding, entry)) for entry, n in t.saved.items()]
+    trained = sum(n * b for n, b, _ in groups)
+    moments = sum(n * optimizer_state(optimizer, b, emb) for n, b, emb in groups)
     state = (0.0 if st.adapter == "full" else trained) + trained + moments + WORKSPACES
     parts: dict[str, float] = {"weights": weights / GIB, "trainable+optimizer": state / GIB}
 
     layer = tokens * layer_bytes_per_token(s, cfg, st.adapter)
     loss = loss_bytes(s, cfg, tokens, st.adapter)
     top = tokens * s.hidden * st.resid  # the final norm's input
-    # the backward of one layer: the stream's gradient into and out of it, and the gradient of the MLP's
-    # hidden activation
-    working = tokens * (2 * s.hidden * st.resid + 2 * s.intermediate)
+    # the backward of one layer: the stream's gradient into and out of it, and the MLP's: axolotl's kernel
+    # computes the SwiGLU's gradients in place of gate and up (one bf16 intermediate-wide gradient);
+    # autograd allocates down's input gradient, the product's two factors' and the gate's (four)
+    working = tokens * (2 * s.hidden * st.resid + (2 if "mlp" in st.kernels else 8) * s.intermediate)
     if st.adapter == "qlora":  # the kernels dequantise one projection's NF4 weight to bf16 at a time
         working += 2.0 * max((lin.numel for lin in s.linears if ".layers.0." in lin.name), default=0)
     # axolotl's kernels (and autocast, without them) keep a bf16 copy of each layer's LoRA matrices
