@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import synthetic  # noqa: E402
-from pipeline.core import config, estimate, models, runs  # noqa: E402
+from pipeline.checks import estimate  # noqa: E402
+from pipeline.core import config, models, runs  # noqa: E402
 
 LORA = "configs/lora_style_transfer.yaml"
 QLORA = "configs/qlora_style_transfer.yaml"

@@ -102,11 +102,14 @@ def facts_block(r: Report) -> list[str]:
     if p := f.get("params"):
         extra = f" (LoRA {p['lora']:,} + saved modules {sum(p['modules_to_save'].values()):,})" \
             if p["modules_to_save"] else ""
+        if f.get("adapter") == "full fine-tune":
+            extra = " (full fine-tune: no adapter, every weight trains)"
         lines.append(f"  params     {p['trainable']:,} trainable of {p['total']:,} ({p['trainable_percent']}%){extra}")
     if m := f.get("memory"):
-        lora, qlora = m["lora"], m["qlora"]
-        lines.append(f"  peak VRAM  LoRA ~{_gib(lora['peak_gib'])} GiB, QLoRA ~{_gib(qlora['peak_gib'])} GiB "
-                     f"(estimate, one GPU, {lora['tokens_per_micro_batch']:,} tokens a micro-batch)")
+        lora, qlora, full = m["lora"], m["qlora"], m["full"]
+        lines.append(f"  peak VRAM  LoRA ~{_gib(lora['peak_gib'])} GiB, QLoRA ~{_gib(qlora['peak_gib'])} GiB, full "
+                     f"fine-tune ~{_gib(full['peak_gib'])} GiB (estimate, one GPU, {lora['tokens_per_micro_batch']:,} "
+                     f"tokens a micro-batch)")
         if m.get("recommendation"):
             lines.append(f"  advice     {m['recommendation']}")
     return lines

@@ -53,15 +53,17 @@ def facts(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {
         "target": ctx.target.as_dict() | {"described": ctx.target.describe()},
         "base_model": ctx.cfg.get("base_model"),
-        "adapter": ctx.adapter,
+        "adapter": ctx.adapter or "full fine-tune",
         "data": [d.stats() for d in ctx.sets],
         "schedule": ctx.schedule.as_dict(),
     }
     if ctx.shape is not None:
+        # a full fine-tune trains every weight
         t = estimate.trainable(ctx.shape, ctx.cfg) if ctx.adapter else estimate.Trainable(0)
-        out["params"] = {"total": ctx.shape.total_params, "trainable": t.total, "lora": t.lora,
+        trained = t.total if ctx.adapter else ctx.shape.total_params
+        out["params"] = {"total": ctx.shape.total_params, "trainable": trained, "lora": t.lora,
                            "modules_to_save": t.saved,
-                           "trainable_percent": round(100 * t.total / ctx.shape.total_params, 3)}
+                           "trainable_percent": round(100 * trained / ctx.shape.total_params, 3)}
         out["memory"] = {a: e.as_dict() for a, e in estimates(ctx).items()}
         if ctx.target.memory_gib:
             out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib

@@ -82,11 +82,23 @@ def test_memory_grows_with_what_it_should(llama8b: estimate.Shape) -> None:
     base = estimate.peak_vram(llama8b, SEED_RUN, "lora", 4096).peak_gib
     assert estimate.peak_vram(llama8b, SEED_RUN, "lora", 8192).peak_gib > base
     no_ckpt = {**SEED_RUN, "gradient_checkpointing": False}
-    assert estimate.peak_vram(llama8b, no_ckpt, "lora", 4096).peak_gib > base + 20
+    assert estimate.peak_vram(llama8b, no_ckpt, "lora", 4096).peak_gib > base + 10
     saved = {**SEED_RUN, "lora_modules_to_save": ["embed_tokens", "lm_head"]}
     assert estimate.peak_vram(llama8b, saved, "lora", 4096).peak_gib > base + 5
     eight_bit = {**SEED_RUN, "optimizer": "adamw_bnb_8bit"}
     assert estimate.peak_vram(llama8b, eight_bit, "lora", 4096).peak_gib < base
+    full = estimate.peak_vram(llama8b, SEED_RUN, "full", 4096)
+    assert full.peak_gib > 3 * base and full.loading_gib == 0
+
+
+def test_full_fine_tune_keeps_embeddings_fp32_and_adamw_moments_in_the_weights_dtype(llama8b: estimate.Shape) -> None:
+    """bf16 weights, gradients and moments except the embeddings and norms, which axolotl keeps in fp32."""
+    est = estimate.peak_vram(llama8b, SEED_RUN, "full", 4096)
+    fp32 = 2 * 128_256 * 4096 + 65 * 4096
+    weights = (llama8b.total_params - fp32) * 2 + fp32 * 4
+    assert est.parts["weights"] == pytest.approx(weights / 2**30)
+    # gradients as the weights, two moments, and the CUDA libraries' workspaces
+    assert est.parts["trainable+optimizer"] == pytest.approx((3 * weights + estimate.WORKSPACES) / 2**30)
 
 
 @pytest.mark.parametrize(("text", "gib"), [("32GiB", 32.0), ("80", 80.0), ("24GB", 24e9 / 2**30),

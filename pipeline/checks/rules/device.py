@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pipeline.checks.context import Context
-from pipeline.checks.memory import estimates, margin_gib, recommendation
+from pipeline.checks.memory import ESTIMATE_TOLERANCE, estimates, fits, margin_gib, recommendation
 from pipeline.checks.registry import rule
 
 
@@ -57,15 +57,17 @@ def _cpu_kernels(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
 
 
 
-@rule("vram-exceeds-gpu", "error", "the estimated peak of the config's adapter does not fit --gpu-mem")
+@rule("vram-exceeds-gpu", "error", "the estimated peak of the config's adapter (or full fine-tune) does not fit --gpu-mem")
 def _vram(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
     card = ctx.target.memory_gib
-    if not card or ctx.target.device != "gpu" or not ctx.adapter:
+    if not card or ctx.target.device != "gpu":
         return
     est = estimates(ctx)
     if not est:
         return
-    mine = est[ctx.adapter].peak_gib
-    if mine > card - margin_gib(card):
-        yield ("adapter",), (f"{ctx.adapter} is estimated at ~{mine:.1f} GiB peak, more than a {card:g} GiB card leaves "
-                             f"(~{card - margin_gib(card):.1f} GiB); {recommendation(ctx, card)}")
+    mine = est[ctx.adapter or "full"]
+    if not fits(mine, card):
+        what = ctx.adapter or "a full fine-tune"
+        yield ("adapter",), (f"{what} is estimated at ~{mine.needs_gib:.1f} GiB peak (+{ESTIMATE_TOLERANCE:.0%} for the "
+                             f"estimate's error), more than a {card:g} GiB card leaves (~{card - margin_gib(card):.1f} "
+                             f"GiB); {recommendation(ctx, card)}")
