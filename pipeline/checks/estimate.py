@@ -10,28 +10,36 @@ module tree transformers would build, not from a formula typed in by hand:
   whose name is, or ends with `.` + , an entry; a string: a regex that must match the whole name);
 - `trainable(shape, cfg)`: LoRA parameters (r x (in + out) per wrapped layer) and the full copies that
   `lora_modules_to_save` trains;
-- `peak_vram(shape, cfg, adapter, tokens)`: the allocated-memory peak of a training step, from the model
-  below. docs/check.md compares it with the two peaks measured on an H100.
+- `peak_vram(shape, cfg, adapter, tokens)`: the allocated-memory peak of a training run (LoRA, QLoRA or a
+  full fine-tune), from the model below. docs/check.md holds it to 30 peaks measured on an H200.
 
-The memory model, for one GPU (bytes; P_lora LoRA parameters, P_save `lora_modules_to_save` parameters,
-T tokens per micro-batch, V vocabulary, h hidden size, L layers):
+The memory model, for one GPU, counted tensor by tensor from what axolotl 0.19, peft, transformers and
+torch allocate (bytes; T tokens per micro-batch, V vocabulary, h hidden size, i intermediate size, L
+layers):
 
-    weights      2 per base parameter (bf16); QLoRA: NF4 linear layers at 4 bits + double-quantised
-                 absmax (one byte per 64 weights, fp32 per 256 blocks), embeddings and norms bf16
-    adapter      P_lora x (4 weight + optimizer state) fp32 (peft upcasts adapters), + 4 for the
-                 gradient when gradient accumulation keeps it between micro-batches;
-                 P_save x (2 copy + optimizer state/2 (bf16 states) + 2 gradient likewise)
-    checkpoints  L x T x h x 2 (each layer's input, with gradient checkpointing)
-    layer        T x (20h + 6kv + 8i), + (18h + 3i) with LoRA dropout: one Llama-style layer's saved
-                 activations (`layer_bytes_per_token`); all L of them without gradient checkpointing
-    loss         12 x T x V: at the start of the backward pass the fp32 log-softmax output kept by
-                 cross-entropy, its incoming gradient and the gradient it produces coexist; a fused
-                 linear + cross-entropy (Liger, CCE) holds one chunk of logits instead (`loss_bytes`)
+    weights      bf16, 2 per parameter; QLoRA: NF4 linear layers (4 bits + double-quantised absmax),
+                 the rest bf16; a full fine-tune: embeddings and norms fp32 (axolotl upcasts them and,
+                 with sdpa, never casts them back)
+    trained      LoRA matrices fp32 (peft), `lora_modules_to_save` copies bf16, a full fine-tune every
+                 weight in its dtype: the weights (an adapter's), their gradients in the same dtype and
+                 the optimizer's moments (AdamW: two in the weight's dtype; bitsandbytes 8-bit: two bytes,
+                 embeddings fp32), + 64 MiB of CUDA libraries' workspaces
+    checkpoints  L x T x h x (2, 4 in a full fine-tune's fp32 stream): each layer's input, and the final
+                 norm's, with gradient checkpointing
+    layer        one decoder layer's saved activations (`layer_bytes_per_token`); all L of them without
+                 gradient checkpointing, with a bf16 copy of every LoRA matrix (the kernels keep one)
+    working      a layer's backward: the stream's gradient in and out, the MLP's gradients; QLoRA
+                 dequantises one projection at a time
+    loss         unfused: 12 x T x V (fp32 log-softmax output, its gradient and the one it returns);
+                 Liger's fused linear + cross-entropy: the input's gradient, one chunk of logits, and a
+                 trained output embedding's gradient and copies (`loss_bytes`)
 
-The peak is taken once the optimizer state exists, in a micro-batch's backward pass: with gradient
-checkpointing the larger of the loss tensors (at its start) and one recomputed layer; without it, every
-layer's activations and the loss tensors together. Only the unfused, checkpointed case is compared with
-measurements (docs/check.md).
+The peak is the largest of three moments once the optimizer state exists: a micro-batch's backward
+(with checkpointing: checkpoints + the larger of the loss tensors and one recomputed layer with its
+working set; without: every layer's activations + the larger of the loss tensors and the working set),
+and the optimizer step (torch's foreach AdamW takes the square root of every second moment into a new
+tensor list). Axolotl resets CUDA's peak counter after loading, so the moment it upcasts the
+embeddings for LoRA/QLoRA is reported beside the peak (`loading_gib`), derived and not measured.
 """
 
 from __future__ import annotations
@@ -478,7 +486,7 @@ def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Es
     # the backward of one layer: the stream's gradient into and out of it, and the MLP's: axolotl's kernel
     # computes the SwiGLU's gradients in place of gate and up (one bf16 intermediate-wide gradient);
     # autograd allocates down's input gradient, the product's two factors' and the gate's (four)
-    working = tokens * (2 * s.hidden * st.resid + (2 if "mlp" in st.kernels else 8) * s.intermediate)
+    working = float(tokens * (2 * s.hidden * st.resid + (2 if "mlp" in st.kernels else 8) * s.intermediate))
     if st.adapter == "qlora":  # the kernels dequantise one projection's NF4 weight to bf16 at a time
         working += 2.0 * max((lin.numel for lin in s.linears if ".layers.0." in lin.name), default=0)
     # axolotl's kernels (and autocast, without them) keep a bf16 copy of each layer's LoRA matrices
