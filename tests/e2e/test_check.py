@@ -76,6 +76,28 @@ def test_advice_for_a_32_gib_card(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["configs"][0]["facts"]["memory"]["recommendation"].startswith("LoRA fits a 32 GiB card")
 
 
+FULL = "benchmarks/configs/full_finetune.yaml"
+
+
+def test_a_full_fine_tune_is_named_and_trains_every_weight(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = check_json(capsys, FULL, "--gpu-mem", "24GiB", "--gpu", "H100")
+    facts = report["configs"][0]["facts"]
+    assert code == 0 and facts["adapter"] == "full fine-tune"
+    assert facts["params"]["trainable"] == facts["params"]["total"] == 1_543_714_304
+    # measured on an H200: 16.63 GiB (docs/check.md, qwen1.5b-full-s4096)
+    assert facts["memory"]["full"]["peak_gib"] == pytest.approx(16.63, rel=0.03)
+    assert facts["memory"]["recommendation"].startswith("a full fine-tune fits a 24 GiB card")
+
+
+def test_a_full_fine_tune_too_large_for_the_card_names_the_adapter_that_fits(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = check_json(capsys, FULL, "--gpu-mem", "12GiB", "--gpu", "H100")
+    (finding,) = [f for f in report["configs"][0]["findings"] if f["rule"] == "vram-exceeds-gpu"]
+    assert code == 2
+    assert "a full fine-tune is estimated at ~16.6 GiB" in finding["message"]
+    assert "set adapter: lora" in finding["message"]
+
+
 def test_table_output_and_strict(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", TINY, LORA]) == 0
     out = capsys.readouterr().out
