@@ -290,11 +290,6 @@ def optimizer_state(optimizer: str | None, dtype_bytes: int, embedding: bool = F
     return ADAMW_STATE * dtype_bytes
 
 
-def optimizer_state_bytes(optimizer: str | None) -> int:
-    """Bytes of optimizer state per fp32 trainable parameter (AdamW: 8)."""
-    return int(optimizer_state(optimizer, 4))
-
-
 def optimizer_temp_ratio(optimizer: str | None) -> float:
     """The largest temporary of an optimizer step, per byte of trainable parameter: torch's foreach AdamW
     takes the square root of every second moment into a new list before the update (`_multi_tensor_adam`);
