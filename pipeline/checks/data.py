@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import config as config_mod
+from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
@@ -127,34 +128,69 @@ def load(loaded: LoadedConfig, key: str, index: int, entry: dict[str, Any]) -> t
         return None, [Finding(where, line, "data-missing",
                               f"{ds.label}.path {entry['path']!r} does not exist (looked in {Path.cwd()}, beside the "
                               f"config and one folder up); fix the path")]
-    if ds.path.is_dir() or ds.path.suffix not in (".jsonl", ".json"):
+    what = f"{ds.label}.path {entry['path']!r}"
+    try:
+        safeio.check_regular(ds.path, "data", safeio.data_bytes(), what=what)
+    except safeio.BadFile as exc:
+        return None, [exc.finding(where, line)]
+    kind = axolotl_format(entry)
+    if kind != "json":
         return None, [Finding(where, line, "data-type-unchecked",
-                              f"{ds.label}: {ds.shown} is not a .jsonl/.json file; its rows are not checked "
+                              f"{ds.label}: {ds.shown} is read as {kind}, not JSON; its rows are not checked "
                               f"(convert it to JSON lines to have them checked)")]
     capped = _Capped()
-    text = ds.path.read_text(encoding="utf-8", errors="replace")
-    if ds.path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            ds.rows = list(json.loads(text))
-            ds.lines = [0] * len(ds.rows)
-        except ValueError as exc:
-            capped.add(Finding(ds.shown, getattr(exc, "lineno", None), "data-json",
-                               f"not valid JSON ({exc}); fix the file"))
-    else:
-        for n, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                ds.rows.append(json.loads(raw))
-                ds.lines.append(n)
-            except ValueError as exc:
-                capped.add(Finding(ds.shown, n, "data-json",
-                                   f"line is not JSON ({str(exc).split(':')[0]}); every line must be one JSON object"))
+    try:
+        _read_rows(ds, capped)
+    except safeio.BadFile as exc:
+        return None, [exc.finding(ds.shown)]
+    if not ds.rows and capped.found and ds.path.suffix not in (".jsonl", ".json"):
+        return None, [Finding(where, line, "data-format",
+                              f"{what}: {ds.shown} is not JSON (line {capped.found[0].line}), yet axolotl reads it as "
+                              f"JSON (no .parquet/.arrow/.csv/.txt suffix, no ds_type); point it at a JSON-lines file")]
     found = capped.done()
     if not ds.rows and not found:
         found.append(Finding(where, line, "data-empty", f"{ds.label}: {ds.shown} has no rows; point it at a file "
                                                         f"with data"))
     return ds, found
+
+
+#: axolotl's own table (utils/data/shared.py): a suffix found anywhere in the path, else JSON
+AXOLOTL_FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".txt": "text"}
+
+
+def axolotl_format(entry: Mapping[str, Any]) -> str:
+    """How axolotl loads a local file: `ds_type`, else by a suffix found anywhere in the path, else JSON."""
+    if entry.get("ds_type"):
+        return str(entry["ds_type"])
+    path = str(entry.get("path", ""))
+    return next((kind for suffix, kind in AXOLOTL_FORMATS.items() if suffix in path), "json")
+
+
+def _read_rows(ds: DataSet, capped: _Capped) -> None:
+    """Rows of a JSON-lines file, streamed line by line, or of a .json array (read whole, within the limit)."""
+    assert ds.path is not None
+    limit, what = safeio.data_bytes(), ds.shown
+    if ds.path.suffix == ".json":
+        with safeio.open_regular(ds.path, "data", limit, what) as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith(b"["):
+            text = safeio.read_text(ds.path, "data", limit, what)
+            try:
+                ds.rows = list(safeio.json_loads(text))
+                ds.lines = [0] * len(ds.rows)
+            except ValueError as exc:
+                capped.add(Finding(ds.shown, getattr(exc, "lineno", None), "data-json",
+                                   f"not valid JSON ({exc}); fix the file"))
+            return
+    for n, raw in safeio.lines(ds.path, "data", max_bytes=limit, max_line=safeio.line_bytes(), what=what):
+        if not raw.strip():
+            continue
+        try:
+            ds.rows.append(safeio.json_loads(raw))
+            ds.lines.append(n)
+        except ValueError as exc:
+            capped.add(Finding(ds.shown, n, "data-json",
+                               f"line is not JSON ({str(exc).split(':')[0]}); every line must be one JSON object"))
 
 
 # --- rows against their type --------------------------------------------------------------------------
@@ -240,6 +276,9 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
                                 f"{', '.join(sorted(roles))}); rename it or map it with `roles:` in the dataset entry")
             continue
         content = m[content_key]
+        if content is not None and not isinstance(content, (str, list)):
+            yield "data-row", f"message {i} ({role}) has {type(content).__name__} content, not text; write it as a string"
+            continue
         if content is None or (isinstance(content, str) and not content.strip()):
             yield "data-empty-content", f"message {i} ({role}) has empty content; fill it or drop the row"
         if train_all or roles[role] in trained or (flag and m.get(flag)):

@@ -24,6 +24,9 @@ RULES: dict[str, tuple[str, str]] = {
     "architecture-unknown": ("warning", "the model's config.json is not available offline: estimate and "
                                         "shape rules skipped"),
     "data-missing": ("error", "a dataset file that does not exist"),
+    "data-not-file": ("error", "a dataset path that is a directory, a FIFO, a device or a socket (never opened)"),
+    "data-encoding": ("error", "a dataset file that is not UTF-8 text (or holds NUL bytes)"),
+    "data-format": ("error", "a file axolotl would read as JSON (no other known suffix) that is not JSON"),
     "data-not-local": ("warning", "a dataset that is not a local file (not checked offline)"),
     "data-empty": ("error", "a dataset file with no rows"),
     "data-json": ("error", "a line that is not JSON"),

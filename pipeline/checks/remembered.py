@@ -19,13 +19,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
 _PACKAGE = Path(__file__).resolve().parent
 _CORE = _PACKAGE.parent / "core"
 #: plumbing whose behaviour a remembered result also depends on
-_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py")
+_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py", "safeio.py")
 
 
 def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any]) -> str:
@@ -45,13 +46,10 @@ def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any])
 
 
 def sha256_of(path: str) -> str | None:
+    """The file's sha256, or None where it is gone or no longer a regular file (a FIFO is never opened)."""
     try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
+        return safeio.sha256(path)
+    except (safeio.BadFile, OSError):
         return None
 
 

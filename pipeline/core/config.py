@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.core.errors import UserError
+from pipeline.core import safeio
+from pipeline.core.errors import Finding, UserError
 
 #: file suffixes that mark a dataset `path` as a local file rather than a hub id
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt")
@@ -68,15 +69,17 @@ class LoadedConfig:
 
 
 def load(path: str | os.PathLike[str]) -> LoadedConfig:
-    """Read a YAML config; a missing file or malformed YAML is a UserError naming file and line."""
+    """Read a YAML config; anything unreadable, unsafe or malformed is a UserError naming file and line.
+
+    The file must be a regular UTF-8 file of at most 1 MiB whose aliases expand to a bounded size (see
+    `pipeline.core.safeio`); a NaN value (`.nan`) is refused, since no axolotl setting takes one.
+    """
     p = Path(path)
-    if not p.is_file():
-        hint = "check the path" if not p.exists() else "it is a directory, name a .yaml file"
-        raise UserError.at(str(p), None, "config-missing", f"config file not found; {hint}")
-    text = p.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        text = safeio.read_text(p, "config", safeio.MAX_CONFIG_BYTES, what="config file")
+        node, data = safeio.load_yaml(text)
+    except safeio.BadFile as exc:
+        raise exc.user_error(p) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -91,7 +94,20 @@ def load(path: str | os.PathLike[str]) -> LoadedConfig:
     lines: dict[KeyPath, int] = {}
     if node is not None:
         _collect_lines(node, (), lines)
+    nans = list(safeio.find_nan(data))
+    if nans:
+        raise UserError(*(Finding(str(p), _line(lines, keys), "config-nan",
+                                  f"{'.'.join(map(str, keys))} is NaN (.nan); give it a number")
+                          for keys, _ in nans))
     return LoadedConfig(path=p, data=data, lines=lines, text=text)
+
+
+def _line(lines: Mapping[KeyPath, int], keys: KeyPath) -> int | None:
+    while keys:
+        if keys in lines:
+            return lines[keys]
+        keys = keys[:-1]
+    return None
 
 
 def _collect_lines(node: yaml.Node, prefix: KeyPath, out: dict[KeyPath, int]) -> None:
@@ -238,6 +254,10 @@ def resolve(loaded: LoadedConfig, overrides: Mapping[str, Any] | None = None, *,
                                "data-missing",
                                f"{key}[{i}].path {entry['path']!r} does not exist (looked in {Path.cwd()} and "
                                f"beside the config); fix the path")
+        try:  # hashed into the manifest and the prepared-data key: a FIFO or a device would block that
+            safeio.check_regular(p, "data", safeio.data_bytes(), what=f"{key}[{i}].path {entry['path']!r}")
+        except safeio.BadFile as exc:
+            raise exc.user_error(loaded.path, loaded.line(key, i, "path") or loaded.line(key)) from None
         entry["path"] = str(p)
         data_files.append(p.resolve())
     return ResolvedConfig(source=loaded, axolotl=data, settings=settings, data_files=data_files,
