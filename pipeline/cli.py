@@ -165,6 +165,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return check.main(args.configs, output=args.format, strict=args.strict, gpu_mem=args.gpu_mem,
                           gpu=args.gpu, device=args.device, overrides=config.parse_overrides(args.overrides))
+    if args.command in ("smoke", "train"):
+        from pipeline.core import engine
+
+        engine.check_gpus(args.gpus)  # a count the machine lacks fails here, not 14 s later inside axolotl
     if args.command == "smoke":
         from pipeline import smoke
 

@@ -50,12 +50,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline import report
-from pipeline.core import config, inference, runs, section
+from pipeline.core import config, inference, runs, safeio, section
 from pipeline.core.errors import ExitCode, UserError
-from pipeline.core.proc import sigterm_as_interrupt
+from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 from pipeline.core.section import GATES
 
 MAX_TOKENS = 1024
@@ -79,7 +77,11 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
     runs_dir: where run folders are
     """
     run = pick(runs_dir, run_ref)
-    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    run.take_lock()  # one writer: a merge or another evaluation of this run waits its turn
+    if (why := not_evaluable(run)) is not None:  # it may have changed while we waited to look
+        raise UserError.at(str(run.path), None, "eval-not-ready", why)
+    cfg = runs.run_config(run)
+    inference.offline_for(cfg["base_model"])  # before transformers is imported
     manifest = run.manifest()
     settings = read_settings(run, manifest)  # bad gates: exit 2 before any model is loaded
     examples = inference.examples(cfg)
@@ -90,10 +92,15 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
     heldout = read_heldout(settings["heldout"])
 
     sigterm_as_interrupt()  # stop like Ctrl-C: the temporary folder is removed
-    tmp = run.path / f".eval-{os.getpid()}"
-    tmp.mkdir()
+    clean_leftovers(run)
+    tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
     started = time.perf_counter()
-    run.update_manifest(evaluate={"status": "running", "started": runs.now(), "pid": os.getpid()})
+    try:
+        tmp.mkdir()
+        run.update_manifest(evaluate={"status": "running", "started": runs.now(), "pid": os.getpid()})
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise runs.unwritable(run.path, exc) from None
     try:
         models = measure_all(run, cfg, examples, heldout, terms, settings)
         verdicts = judge(settings["gates"], models)
@@ -138,20 +145,45 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
         shutil.rmtree(old, ignore_errors=True)
     except KeyboardInterrupt:
         shutil.rmtree(tmp, ignore_errors=True)
-        run.update_manifest(evaluate={"status": "interrupted", "finished": runs.now()})
+        _record(run, {"status": "interrupted", "finished": runs.now()})
         print(f"{run.name}: evaluation interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except OSError as exc:  # a full or read-only disk while writing the report
+        shutil.rmtree(tmp, ignore_errors=True)
+        _record(run, {"status": "failed", "finished": runs.now()})
+        print(f"{run.path}: eval-unwritable: cannot write the report ({exc.strerror or exc}); an earlier "
+              f"RUN/eval/ is kept as it was", file=sys.stderr)
+        return int(ExitCode.ENGINE)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        run.update_manifest(evaluate={"status": "failed", "finished": runs.now()})
+        _record(run, {"status": "failed", "finished": runs.now()})
         raise
 
     status = "passed" if result["ok"] else "failed"
-    run.update_manifest(evaluate={"status": status, "finished": runs.now(), "report": str(target / "report.md"),
+    _record(run, {"status": status, "finished": runs.now(), "report": str(target / "report.md"),
                                   "gates": verdicts, "merged_agreement": agreement,
                                   "summary": result["models"]})
     report.print_summary(result, target)
     return int(ExitCode.OK if result["ok"] else ExitCode.FAILED)
+
+
+TMP_PREFIX = ".eval-"
+
+
+def clean_leftovers(run: runs.Run) -> None:
+    """Remove `.eval-<pid>` folders of evaluations that were killed outright (their pid is gone)."""
+    for stale in run.path.glob(f"{TMP_PREFIX}*"):
+        pid = stale.name[len(TMP_PREFIX):].removesuffix("-old")
+        if stale.is_dir() and not pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _record(run: runs.Run, entry: dict[str, Any]) -> None:
+    """The manifest's `evaluate` entry; a disk that cannot take it is said, not raised over the result."""
+    try:
+        run.update_manifest(evaluate=entry)
+    except OSError as exc:
+        print(f"warning: {run.manifest_path}: cannot record the evaluation ({exc.strerror})", file=sys.stderr)
 
 
 # --- which run, which settings ------------------------------------------------------------------------------
@@ -171,8 +203,8 @@ def not_evaluable(run: runs.Run) -> str | None:
         return f"{run.name} is a {m.get('stage')} run; evaluate takes a training run"
     if m.get("status") != "succeeded":
         return f"{run.name} did not finish training (status {m.get('status')})"
-    if not (run.output_dir / "adapter_config.json").is_file():
-        return f"{run.name} has no adapter in {run.output_dir}"
+    if (why := runs.adapter_problem(run.output_dir)) is not None:
+        return f"{run.name}: {why}"
     return None
 
 
@@ -187,13 +219,19 @@ def read_settings(run: runs.Run, manifest: dict[str, Any]) -> dict[str, Any]:
     return section.evaluate_settings(replace(loaded, path=Path(shown)), shown)
 
 
+def _text(path: Path) -> str:
+    try:
+        return safeio.read_text(path, "eval-data", safeio.data_bytes(), what=path.name)
+    except safeio.BadFile as exc:
+        raise exc.user_error(path) from None
+
+
 def read_terms(path: Path) -> list[str]:
-    return [t.strip() for t in path.read_text(encoding="utf-8").splitlines()
-            if t.strip() and not t.lstrip().startswith("#")]
+    return [t.strip() for t in _text(path).splitlines() if t.strip() and not t.lstrip().startswith("#")]
 
 
 def read_heldout(path: Path) -> list[str]:
-    return [p.strip() for p in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")) if p.strip()]
+    return [p.strip() for p in re.split(r"\n\s*\n", _text(path)) if p.strip()]
 
 
 def validation_files(cfg: dict[str, Any]) -> list[Path]:

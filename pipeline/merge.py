@@ -38,8 +38,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core import inference, runs
 from pipeline.core.errors import SIGNALLED, ExitCode, UserError
 from pipeline.core.proc import pid_alive, sigterm_as_interrupt
@@ -64,12 +62,16 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
     runs_dir: where run folders are
     """
     run = pick(runs_dir, run_ref, auto)
+    run.take_lock()  # one writer: a second merge or an evaluation of this run waits its turn
+    if (why := unmergeable(run)) is not None:  # it may have changed while we waited to look
+        raise UserError.at(str(run.path), None, "merge-not-ready", why)
     target = run.path / "merged"
     if target.exists() and not force:
         print(f"{run.name}: already merged into {target}; not overwriting it (pass --force to merge again)",
               file=sys.stderr)
         return int(ExitCode.OK)
-    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    cfg = runs.run_config(run)
+    inference.offline_for(cfg["base_model"])  # before transformers is imported
     for stale in run.path.glob(f"{TMP_PREFIX}*"):  # left by a merge that was killed outright
         if not pid_alive(stale.name[len(TMP_PREFIX):]):
             shutil.rmtree(stale, ignore_errors=True)
@@ -77,19 +79,24 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
     from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
 
     tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
-    tmp.mkdir()
+    record: dict[str, Any] = {"status": "running", "started": runs.now(), "pid": os.getpid(), "command": sys.argv}
+    try:
+        tmp.mkdir()
+        run.update_manifest(merge=record)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise runs.unwritable(run.path, exc) from None
     # SIGTERM outside axolotl's run (during the check) stops like Ctrl-C: cleaned up, exit 130
     sigterm_as_interrupt()
-    record: dict[str, Any] = {"status": "running", "started": runs.now(), "pid": os.getpid(), "command": sys.argv}
-    run.update_manifest(merge=record)
     print(f"==> merge: {run.output_dir} into {cfg['base_model']} -> {target}", file=sys.stderr)
     started = time.perf_counter()
+    assert run.lock is not None
     try:
         code = engine.run(
             engine.command("merge_lora", run.path / "config.yaml",
                            args=[f"--lora_model_dir={run.output_dir}", f"--output_dir={tmp}"]),
             engine.environment(tmp / "metrics.jsonl", bool(run.manifest().get("offline", True))),
-            run.path / "merge.log")
+            run.path / "merge.log", pass_fds=(run.lock.fd,))
         if code != 0:
             return finish(run, record, tmp, "interrupted" if code in SIGNALLED else "failed",
                           int(ExitCode.INTERRUPTED) if code in SIGNALLED else int(ExitCode.ENGINE),
@@ -124,6 +131,8 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
                       verification=result)
     except KeyboardInterrupt:
         return finish(run, record, tmp, "interrupted", int(ExitCode.INTERRUPTED), "interrupted")
+    except OSError as exc:  # a full or read-only disk while writing the merged model or its record
+        return finish(run, record, tmp, "failed", int(ExitCode.ENGINE), f"cannot write ({exc.strerror or exc})")
 
 
 def finish(run: runs.Run, record: dict[str, Any], tmp: Path, status: str, code: int, message: str,
@@ -133,7 +142,11 @@ def finish(run: runs.Run, record: dict[str, Any], tmp: Path, status: str, code: 
     if verification is not None:
         record["verification"] = {k: v for k, v in verification.items() if k != "checks"}
         record["checks"] = [{k: v for k, v in c.items() if k != "per_example"} for c in verification["checks"]]
-    run.update_manifest(merge=record)
+    try:
+        run.update_manifest(merge=record)
+    except OSError as exc:
+        message += f" (and the manifest cannot be written: {exc.strerror})"
+        code = code or int(ExitCode.ENGINE)
     print(f"{run.name}: merge {status}: {message}", file=sys.stderr)
     return code
 
@@ -159,8 +172,8 @@ def unmergeable(run: runs.Run) -> str | None:
     if m.get("status") != "succeeded":
         return (f"{run.name} did not finish training (status {m.get('status')}); "
                 f"`pipeline train --resume {run.path}` first")
-    if not (run.output_dir / "adapter_config.json").is_file():
-        return f"{run.name} has no adapter in {run.output_dir} (a full fine-tune has nothing to merge)"
+    if (why := runs.adapter_problem(run.output_dir)) is not None:
+        return f"{run.name}: {why}"
     return None
 
 

@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import runs
+from pipeline.core import lock, runs, summary
 from pipeline.core.proc import pid_alive
 from pipeline.core.table import pipe_table
 
@@ -42,38 +42,51 @@ def main(*, runs_dir: Path, output: str = "table") -> int:
 
 def describe(run: runs.Run) -> dict[str, Any]:
     m = run.manifest()
-    s = m.get("summary") or {}
+    s = _dict(m.get("summary"))
+    if not s and m.get("status") == "running" and (records := run.metrics()):  # killed before it recorded
+        s = summary.summarize(records) if any(r.get("kind") == "train" for r in records) else {}
     gpu = bool(s.get("peak_vram_allocated_gib"))
     peak = s.get("peak_vram_allocated_gib") if gpu else s.get("peak_rss_gib")
-    merge, evaluation = m.get("merge") or {}, m.get("evaluate") or {}
-    models = evaluation.get("summary") or {}
+    merge, evaluation = _dict(m.get("merge")), _dict(m.get("evaluate"))
+    models = _dict(evaluation.get("summary"))
     return {
         "run": run.name,
         "path": str(run.path),
-        "config": Path(str((m.get("config") or {}).get("path") or "-")).name,
+        "config": Path(str(_dict(m.get("config")).get("path") or "-")).name,
         "stage": m.get("stage"),
-        "status": status(m),
-        "steps": s.get("steps"),
-        "final_loss": s.get("final_loss"),
+        "status": status(m, run.path),
+        "steps": s.get("steps") if isinstance(s.get("steps"), int) else None,
+        "final_loss": _number(s.get("final_loss")),
         "eval_loss": s.get("eval_loss"),
-        "peak_memory": peak,
+        "peak_memory": _number(peak),
         "peak_memory_kind": "vram_allocated" if gpu else "rss",
         "merged": "verified" if (run.path / "merged").is_dir() and merge.get("status") == "verified"
         else status(merge) if merge else None,
         "merged_path": str(run.path / "merged") if (run.path / "merged").is_dir() else None,
         "evaluated": status(evaluation) if evaluation else None,
-        "tuned_val_loss": (models.get("tuned") or {}).get("val_loss"),
-        "base_val_loss": (models.get("base") or {}).get("val_loss"),
+        "tuned_val_loss": _number(_dict(models.get("tuned")).get("val_loss")),
+        "base_val_loss": _number(_dict(models.get("base")).get("val_loss")),
         "report": evaluation.get("report"),
         "started": m.get("started"),
     }
 
 
-def status(record: dict[str, Any]) -> str | None:
-    """A record's status, with `running` checked against the process it names."""
+def _dict(value: Any) -> dict[str, Any]:
+    """A manifest field that should be a mapping; anything else (a damaged or hand-edited file) reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def status(record: dict[str, Any], folder: Path | None = None) -> str | None:
+    """A record's status, with `running` checked against the folder's lock, else the process it names."""
     value = record.get("status")
     if value != "running":
-        return value
+        return value if isinstance(value, str) else None
+    if folder is not None and (folder / lock.NAME).exists():  # the lock knows, even where a pid was reused
+        return value if lock.holder(folder) is not None else "killed"
     pid, host = record.get("pid"), record.get("host", socket.gethostname())
     if host != socket.gethostname() or not isinstance(pid, int):
         return value

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.core import bounds, config, engine, models, runs, section, summary
+from pipeline.core import bounds, config, engine, models, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
 
@@ -121,28 +122,55 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
             resolved.axolotl.pop(key, None)
 
     run = engine.start_run("smoke", resolved, runs_dir, max_steps=steps, world_size=gpus)
+    hashes = dict(run.manifest().get("data") or {})  # what start_run hashed, once
 
     started = time.perf_counter()
     launch = started - since
+    assert run.lock is not None
     code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus),
                       engine.environment(run.metrics_path, resolved.offline, gpus=gpus,
                                          extra={engine.PROFILE_ENV: str(profile_step)} if profile_step else None),
-                      run.path / "axolotl.log")
+                      run.path / "axolotl.log", pass_fds=(run.lock.fd,))
     runtime = time.perf_counter() - started
 
     records = run.metrics()
-    if code == 0 and not any(r.get("kind") == "start" for r in records):
-        print(f"{cfg.path}: metrics-missing: axolotl ran but the metrics recorder did not load "
-              f"(see {run.path / 'axolotl.log'}); is the pipeline package importable there?", file=sys.stderr)
-        code = int(ExitCode.ENGINE)
     s = summary.summarize(records)
+    problem = None
+    if code == 0 and not any(r.get("kind") == "start" for r in records):
+        problem = (f"{cfg.path}: metrics-missing: axolotl ran but the metrics recorder did not load "
+                   f"(see {run.path / 'axolotl.log'}); is the pipeline package importable there?")
+        code = int(ExitCode.ENGINE)
+    elif code == 0 and (s.get("steps") or 0) < steps:  # a run cut short is never a passed smoke
+        problem = (f"{cfg.path}: steps-short: axolotl exited 0 after {s.get('steps') or 0} of {steps} steps; "
+                   f"see {run.path / 'axolotl.log'}")
+        code = int(ExitCode.ENGINE)
+    if changed := runs.changed_data(hashes):
+        problem = (f"{cfg.path}: data-changed: {', '.join(changed)} changed while the run read it, so the "
+                   f"manifest's hashes may not be what trained; the run is marked failed, smoke it again")
+        if (prepared := runs.prepared_data(run)) is not None:  # it may hold the new rows under the old key
+            shutil.rmtree(prepared, ignore_errors=True)
+        code = code if code not in (0, 1) else int(ExitCode.FAILED)
+    if problem:
+        print(problem, file=sys.stderr)
     verdicts = bounds.evaluate(section.bounds(cfg), s) if code == 0 else []
     result = Result(str(cfg.path), run.name, code, runtime, s, verdicts, launch_s=launch)
-    runs.write_json(run.path / "smoke.json", result.as_dict())
-    status = "succeeded" if result.ok else ("failed" if code in (0, 1) else
-                                            "interrupted" if code in SIGNALLED else "failed")
-    runs.finish_manifest(run, status, exit_code=code, runtime_s=round(runtime, 2),
-                         summary={k: v for k, v in s.items() if k != "losses"})
+    status = "succeeded" if result.ok else ("interrupted" if code in SIGNALLED else "failed")
+    try:
+        run.write_json(run.path / "smoke.json", result.as_dict())
+    except OSError as exc:
+        result.exit_code = code = code if code not in (0, 1) else int(ExitCode.ENGINE)
+        status = "failed"
+        print(f"{run.path / 'smoke.json'}: run-unwritable: cannot write the result ({exc.strerror}); the run is "
+              f"marked failed", file=sys.stderr)
+    try:
+        runs.finish_manifest(run, status, exit_code=code, runtime_s=round(runtime, 2),
+                             summary={k: v for k, v in s.items() if k != "losses"},
+                             **({"problem": problem} if problem else {}))
+    except OSError as exc:
+        result.exit_code = code if code not in (0, 1) else int(ExitCode.ENGINE)
+        print(f"{run.manifest_path}: run-unwritable: cannot record how the run ended ({exc.strerror}); "
+              f"`pipeline runs` shows it as killed", file=sys.stderr)
+    run.lock.release()
     return result
 
 
@@ -170,6 +198,9 @@ def table(results: list[Result]) -> str:
 def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
          json_path: Path | None, gpus: int = 1, profile_step: int = 0) -> int:
     since = time.perf_counter()  # the first config's launch time includes checking every config
+    if max_steps < 0:
+        raise UserError.at("<command line>", None, "max-steps",
+                           f"--max-steps {max_steps} is negative; give a number of steps, at least 1")
     loaded = prepare_all(paths, overrides)
     if profile_step:  # a step the run never reaches would profile nothing, silently
         late = [(c, steps_of(c, max_steps)) for c, _ in loaded if not 1 <= profile_step <= steps_of(c, max_steps)]
@@ -177,6 +208,8 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
             raise UserError(*(Finding("<command line>", None, "profile-step",
                                       f"--profile-step {profile_step} is outside {c.path}'s {n} steps; "
                                       f"pick 1..{n}") for c, n in late))
+    if json_path is not None:
+        check_json_target(json_path, [c for c, _ in loaded])
     for _cfg, warnings in loaded:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -201,18 +234,61 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
         "command": sys.argv,
         "results": [r.as_dict() for r in results],
     }
-    out = json_path or runs_dir / f"smoke-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    runs.write_atomic(out, json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"\nwrote {out}")
+    text = json.dumps(payload, indent=2, default=str) + "\n"
     code = 0
+    try:
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            runs.write_atomic(json_path, text)
+            out = json_path
+        else:  # two smokes ending in the same second each keep their own file
+            out = runs.write_new(runs_dir, f"smoke-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}", ".json", text)
+        print(f"\nwrote {out}")
+    except OSError as exc:
+        print(f"{json_path or runs_dir}: results-unwritable: cannot write the smoke results ({exc.strerror}); each "
+              f"run folder keeps its own smoke.json where it could be written", file=sys.stderr)
+        code = int(ExitCode.ENGINE)
     for r in results:
         for v in r.verdicts:
             if not v.ok:
                 print(v.line(r.config), file=sys.stderr)
-                code = int(ExitCode.FAILED)
+                code = max(code, int(ExitCode.FAILED))
         if r.exit_code != 0:
             print(f"{r.config}: axolotl exited with status {r.exit_code}; see {runs_dir / r.run / 'axolotl.log'}",
                   file=sys.stderr)
-            code = int(ExitCode.INTERRUPTED) if r.exit_code in SIGNALLED else int(ExitCode.ENGINE)
+            code = int(ExitCode.INTERRUPTED) if r.exit_code in SIGNALLED else max(code, int(ExitCode.ENGINE))
     return code
+
+
+def check_json_target(path: Path, configs: list[config.LoadedConfig]) -> None:
+    """--json may name a new file or an earlier smoke result, never a config, a data file or a folder."""
+    inputs = [c.path for c in configs]
+    for c in configs:
+        try:
+            inputs += config.resolve(c, build_models=False).data_files
+        except UserError:
+            pass
+    if path.is_dir():
+        raise UserError.at(str(path), None, "json-target", f"--json names a folder; name a file in it "
+                                                           f"(e.g. {path / 'smoke.json'})")
+    if path.exists() or path.is_symlink():
+        if any(_same(path, p) for p in inputs):
+            raise UserError.at(str(path), None, "json-target", "--json names an input of this smoke (a config or a "
+                                                               "data file); name a new file for the results")
+        try:
+            earlier = safeio.json_loads(safeio.read_text(path, "json", safeio.MAX_RECORD_BYTES, what="--json file"))
+        except safeio.BadFile as exc:
+            raise UserError.at(str(path), None, "json-target", f"{exc.message}; --json must name a new file or "
+                                                               f"an earlier smoke result") from None
+        except ValueError:
+            earlier = None
+        if not (isinstance(earlier, dict) and isinstance(earlier.get("results"), list)):
+            raise UserError.at(str(path), None, "json-target", "exists and is not an earlier smoke result; name a "
+                                                               "new file (the results would replace it)")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

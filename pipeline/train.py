@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline import checks
-from pipeline.core import config, models, runs, summary
+from pipeline.core import config, lock, models, runs, safeio, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, UserError
 from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 
@@ -92,6 +92,8 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     """Run axolotl once on the run's config.yaml (from `checkpoint` if given); finish the manifest."""
     from pipeline.core import engine  # imports axolotl (seconds): not before the input has been checked
 
+    run.take_lock()
+    assert run.lock is not None
     manifest = run.manifest()
     attempts = list(manifest.get("attempts") or [])
     this: dict[str, Any] = {
@@ -99,8 +101,11 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
         "from_checkpoint": checkpoint.name if checkpoint else None,
         "from_step": checkpoint_step(checkpoint) if checkpoint else 0,
     }
-    run.update_manifest(status="running", pid=os.getpid(), host=socket.gethostname(), finished=None,
-                        attempts=[*attempts, this])
+    try:
+        run.update_manifest(status="running", pid=os.getpid(), host=socket.gethostname(), finished=None,
+                            attempts=[*attempts, this])
+    except OSError as exc:
+        raise runs.unwritable(run.path, exc) from None
 
     # SIGTERM outside axolotl's run (loading, recording) ends the attempt like Ctrl-C: recorded, exit 130
     sigterm_as_interrupt()
@@ -110,7 +115,8 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     progress.start()
     started = time.perf_counter()
     try:
-        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus), run.path / "axolotl.log")
+        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus), run.path / "axolotl.log",
+                          pass_fds=(run.lock.fd,))
     except KeyboardInterrupt:  # a second Ctrl-C while axolotl was already stopping
         code = 130
     finally:
@@ -120,16 +126,31 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     records = run.metrics()
     s = summarize(run)
     finished = finished_at(records)
+    problem = None
     if code == 0 and not any(r.get("kind") == "start" for r in records):
-        print(f"{run.path}: metrics-missing: axolotl ran but the metrics recorder did not load (see "
-              f"{run.path / 'axolotl.log'}); is the pipeline package importable there?", file=sys.stderr)
+        problem = (f"{run.path}: metrics-missing: axolotl ran but the metrics recorder did not load (see "
+                   f"{run.path / 'axolotl.log'}); is the pipeline package importable there?")
         status, exit_code = "failed", int(ExitCode.ENGINE)
     elif code == 0 and finished:
         status, exit_code = "succeeded", int(ExitCode.OK)
-    elif code == 0 or code in SIGNALLED:  # axolotl exits 0 on SIGINT after saving the adapter as it stands
+    elif code in SIGNALLED:  # engine.run reports a signal we forwarded even where axolotl then exited 0
         status, exit_code = "interrupted", int(ExitCode.INTERRUPTED)
+    elif code == 0:  # it stopped short of its steps with no signal: never a success
+        problem = (f"{run.path}: steps-short: axolotl exited 0 at step {s.get('steps') or 0} of "
+                   f"{s.get('max_steps')}; see {run.path / 'axolotl.log'}")
+        status, exit_code = "failed", int(ExitCode.ENGINE)
     else:
         status, exit_code = "failed", int(ExitCode.ENGINE)
+    hashes = manifest.get("data") or {}
+    if changed := runs.changed_data(hashes):
+        problem = (f"{run.path}: data-changed: {', '.join(changed)} changed during the run, so the manifest's "
+                   f"hashes may not be what trained; the run is marked failed: train again")
+        prepared = runs.prepared_data(run)
+        if prepared is not None and not checkpoint:  # it may hold the new rows under the old content's key
+            shutil.rmtree(prepared, ignore_errors=True)
+        status, exit_code = "failed", exit_code if exit_code != int(ExitCode.OK) else int(ExitCode.FAILED)
+    if problem:
+        print(problem, file=sys.stderr)
 
     last = last_complete_checkpoint(run.output_dir)
     this.update(finished=runs.now(), exit_code=code, status=status, runtime_s=round(runtime, 2),
@@ -139,9 +160,17 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
         "attempts": [*attempts, this], "last_checkpoint": last.name if last else None,
         "summary": {k: v for k, v in s.items() if k != "losses"},
     }
+    if problem:
+        fields["problem"] = problem
     if status == "succeeded":
         fields["adapter"] = str(run.output_dir)
-    runs.finish_manifest(run, status, **fields)
+    try:
+        runs.finish_manifest(run, status, **fields)
+    except OSError as exc:
+        print(f"{run.manifest_path}: run-unwritable: cannot record how the run ended ({exc.strerror}); "
+              f"`pipeline runs` shows it as killed; after freeing space: pipeline train --resume {run.path}",
+              file=sys.stderr)
+        return exit_code if exit_code != int(ExitCode.OK) else int(ExitCode.ENGINE)
 
     if status == "succeeded":
         print(report_line(run.name, s), file=sys.stderr)
@@ -275,7 +304,7 @@ def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Ru
     wanted = str(Path(config_path).resolve()) if config_path else None
     for run in reversed(runs.all_runs(runs_dir)):
         m = run.manifest()
-        if m.get("stage") != STAGE or m.get("status") == "succeeded" or is_alive(m):
+        if m.get("stage") != STAGE or m.get("status") == "succeeded" or is_alive(m) or lock.holder(run.path):
             continue
         if wanted and (m.get("config") or {}).get("path") != wanted:
             continue
@@ -296,11 +325,21 @@ def is_alive(manifest: dict[str, Any]) -> bool:
 
 
 def resume_run(run: runs.Run, *, gpus: int | None) -> int:
+    run.take_lock()  # from here on no other command writes this folder
     m = run.manifest()
+    if m.get("status") == "succeeded":  # it may have finished while we waited to look
+        raise UserError.at(str(run.path), None, "resume-finished", f"{run.name} finished already; nothing to resume")
+    if changed := runs.changed_data(m.get("data") or {}):
+        raise UserError.at(str(run.path), None, "resume-data-changed",
+                           f"{', '.join(changed)} changed since the run started (its sha256 is in the manifest); "
+                           f"restore it to resume, or start a new run on the new data")
     checkpoint = last_complete_checkpoint(run.output_dir)
-    discarded = discard_after(run.output_dir, checkpoint_step(checkpoint) if checkpoint else 0)
     step = checkpoint_step(checkpoint) if checkpoint else 0
-    archived = rewind_metrics(run, step)
+    try:
+        discarded = discard_after(run.output_dir, step)
+        archived = rewind_metrics(run, step)
+    except OSError as exc:
+        raise runs.unwritable(run.path, exc) from None
     if checkpoint:
         print(f"==> train --resume: {run.path} from {checkpoint.name} (step {step})", file=sys.stderr)
     else:
@@ -313,7 +352,10 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
                     "from_step": step,
                     "discarded_checkpoints": [p.name for p in discarded],
                     "archived_metrics": archived.name if archived else None})
-    run.update_manifest(resumes=resumes)
+    try:
+        run.update_manifest(resumes=resumes)
+    except OSError as exc:
+        raise runs.unwritable(run.path, exc) from None
     return attempt(run, gpus=gpus or int(m.get("world_size") or 1), offline=bool(m.get("offline", True)),
                    checkpoint=checkpoint)
 
@@ -328,12 +370,13 @@ def checkpoint_step(path: Path | None) -> int:
 def is_complete(path: Path) -> bool:
     """The trainer writes trainer_state.json last, after weights, optimizer, scheduler and RNG state."""
     try:
-        state = json.loads((path / "trainer_state.json").read_text())
-    except (OSError, ValueError):
+        state = safeio.read_json(path / "trainer_state.json", what="trainer_state.json")
+    except (safeio.BadFile, OSError):
         return False
-    weights = any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin",
-                                                   "model.safetensors", "model.safetensors.index.json"))
-    return weights and state.get("global_step") == checkpoint_step(path)
+    weights = [path / n for n in ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors",
+                                  "model.safetensors.index.json") if (path / n).is_file()]
+    whole = all(safeio.safetensors_problem(w) is None for w in weights if w.suffix == ".safetensors")
+    return bool(weights) and whole and isinstance(state, dict) and state.get("global_step") == checkpoint_step(path)
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -355,14 +398,18 @@ def discard_after(output_dir: Path, step: int) -> list[Path]:
 
 
 def rewind_metrics(run: runs.Run, step: int) -> Path | None:
-    """Keep metrics.jsonl up to `step`; the rest (re-logged by the resumed process) moves to an archive."""
+    """Keep metrics.jsonl up to `step`; the rest (re-logged by the resumed process) moves to an archive.
+
+    The kept part is written first, so a full disk leaves metrics.jsonl as it was, not missing."""
     if not run.metrics_path.exists():
         return None
     n = len(list(run.path.glob("metrics.attempt-*.jsonl"))) + 1
     archive = run.path / f"metrics.attempt-{n}.jsonl"
-    os.replace(run.metrics_path, archive)
     kept = [] if step == 0 else [
-        r for r in runs.read_jsonl(archive)
+        r for r in runs.read_jsonl(run.metrics_path)
         if r.get("kind") == "start" or (r.get("kind") in ("train", "eval") and (r.get("step") or 0) <= step)]
-    runs.write_atomic(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    rewound = run.path / ".metrics.rewound"
+    runs.write_atomic(rewound, "".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(run.metrics_path, archive)
+    os.replace(rewound, run.metrics_path)
     return archive

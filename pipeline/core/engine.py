@@ -101,8 +101,8 @@ SMALL_DATA_BYTES = 32 * 2**20
 
 
 def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
-            data_files: list[Path] | None = None) -> dict[str, Any]:
-    """The config axolotl runs: output into the run folder, the recorder plugin, a shared dataset cache.
+            data_files: list[Path] | None = None, data_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The config axolotl runs: output into the run folder, the recorder plugin, prepared data keyed by content.
 
     Small data gets `dataset_num_proc: 1` unless the config sets it. Axolotl defaults to one process per
     core, and its multipack sampler then packs in a fresh pool of up to 4 forked workers each time it
@@ -120,34 +120,86 @@ def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
         if size <= SMALL_DATA_BYTES:
             cfg["dataset_num_proc"] = 1
     cfg["output_dir"] = str(output_dir)
-    # axolotl's default prepared-dataset folder is ./last_run_prepared in the user's directory; a
-    # shared cache keyed by axolotl's own config+data hash lets a second smoke skip tokenisation
-    cfg.setdefault("dataset_prepared_path", str(cache / "prepared"))
+    # axolotl keys its prepared data by dataset settings and the tokenizer's name, never by file content:
+    # an edited file would train its old rows. One folder per content key under the shared cache (or under
+    # the config's own dataset_prepared_path) lets a repeat run skip tokenisation and nothing else
+    base = Path(cfg.get("dataset_prepared_path") or cache / "prepared")
+    cfg["dataset_prepared_path"] = str(base / prepared_key(cfg, data_hashes or {}))
     plugins = list(cfg.get("plugins") or [])
     plugins += [p for p in PLUGINS if p not in plugins]
     cfg["plugins"] = plugins
     return cfg
 
 
+#: top-level settings that change what axolotl's data preparation produces (axolotl's own hash fields,
+#: utils/data/shared.py, and the few beyond them that decide which rows are kept)
+PREPARED_SETTINGS = (
+    "sequence_len", "sample_packing", "eval_sample_packing", "group_by_length", "kd_temperature",
+    "dataset_exact_deduplication", "added_tokens_overrides", "chat_template", "chat_template_jinja",
+    "chat_template_kwargs", "default_system_message", "eot_tokens", "sample_packing_bin_size",
+    "sample_packing_group_size", "sample_packing_sequentially", "special_tokens", "train_on_inputs",
+    "val_set_size", "seed", "excess_length_strategy", "min_sample_len", "tokens", "tokenizer_type",
+    "tokenizer_config", "base_model", "base_model_config", "dataset_shard_num", "dataset_shard_idx",
+    "skip_prepare_dataset", "is_preprocess",
+)
+#: files of a tokenizer folder whose bytes decide how text becomes tokens
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
+
+
+def prepared_key(cfg: Mapping[str, Any], data_hashes: Mapping[str, str]) -> str:
+    """The prepared-data folder's name: every data file's sha256, the dataset entries and the settings
+    axolotl keys on, and the tokenizer's own files (a local tokenizer rebuilt under the same path counts)."""
+    import hashlib
+    import json
+
+    tokenizer = str(cfg.get("tokenizer_config") or cfg.get("base_model") or "")
+    tokenizer_files: dict[str, str] = {}
+    if tokenizer and Path(tokenizer).is_dir():
+        for name in TOKENIZER_FILES:
+            f = Path(tokenizer) / name
+            if f.is_file():
+                tokenizer_files[name] = hashlib.sha256(f.read_bytes()).hexdigest()
+    payload = {
+        "data": dict(sorted(data_hashes.items())),
+        "datasets": [cfg.get("datasets"), cfg.get("test_datasets")],
+        "settings": {k: cfg.get(k) for k in PREPARED_SETTINGS},
+        "tokenizer": {"ref": tokenizer, "revision": cfg.get("revision_of_model"), "files": tokenizer_files},
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any:
     """A new run folder for `stage`, set up the one way every stage does it: the config axolotl will run
     (config.yaml, see `prepare`), the user's config as written (source.yaml) and the manifest, with the
-    `--set` overrides and the bounds the run was started with. `resolved` is a config.ResolvedConfig."""
+    `--set` overrides and the bounds the run was started with. `resolved` is a config.ResolvedConfig.
+
+    The data files are hashed once, here: the manifest and the prepared-data key hold the same sha256. The
+    folder comes back locked by this process (`pipeline.core.lock`); one that cannot be set up completely
+    (a full disk) is removed again, so no run folder is ever left without its manifest.
+    """
     import hashlib
 
     import yaml
 
-    from pipeline.core import models, runs, section
+    from pipeline.core import models, runs, safeio, section
 
     cfg = resolved.source
+    try:
+        hashes = runs.data_hashes(resolved.data_files)
+    except safeio.BadFile as exc:
+        raise exc.user_error(cfg.path) from None
     run = runs.create(runs_dir, cfg.name, stage)
-    axolotl_cfg = prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files)
-    text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
-    runs.write_atomic(run.path / "config.yaml", text)
-    runs.write_atomic(run.path / "source.yaml", cfg.text)
-    runs.start_manifest(run, stage=stage, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
-                        resolved_sha256=hashlib.sha256(text.encode()).hexdigest(), data_files=resolved.data_files,
-                        offline=resolved.offline, overrides=cfg.overrides, bounds=section.bounds(cfg), **manifest)
+    with runs.setting_up(run):
+        axolotl_cfg = prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files, hashes)
+        text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
+        runs.write_atomic(run.path / "config.yaml", text)
+        runs.write_atomic(run.path / "source.yaml", cfg.text)
+        runs.start_manifest(run, stage=stage, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
+                            resolved_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                            data_files=resolved.data_files, data_hashes=hashes, offline=resolved.offline,
+                            overrides=cfg.overrides, bounds=section.bounds(cfg), **manifest)
     return run
 
 
@@ -180,6 +232,42 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
     return env
 
 
+def visible_gpus() -> int:
+    """GPUs a run here can use: NVML's count (milliseconds, no torch), narrowed by CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            count = int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVIDIA driver (or no pynvml): ask torch, which also sees ROCm
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip()]))
+    return count
+
+
+def check_gpus(gpus: int | None) -> None:
+    """--gpus before anything starts: at least 1, and no more than the machine has (UserError, exit 2)."""
+    from pipeline.core.errors import UserError
+
+    if gpus is None or gpus == 1:
+        return
+    if gpus < 1:
+        raise UserError.at("<command line>", None, "gpus", f"--gpus {gpus}: give 1 or more")
+    have = visible_gpus()
+    if gpus > have:
+        raise UserError.at("<command line>", None, "gpus", f"--gpus {gpus}, but this machine has {have} usable "
+                                                           f"GPU{'s' if have != 1 else ''}; use --gpus {max(have, 1)}")
+
+
 def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "torchrun",
             args: list[str] | None = None) -> list[str]:
     """The axolotl command line for `train`, `merge_lora`, ... on one process or several GPUs.
@@ -198,38 +286,72 @@ def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "to
 
 
 def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str] | None = None,
-        cwd: Path | None = None) -> int:
+        cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> int:
     """Run a child, teeing its output to `echo` (the terminal) and `log_path`; forward SIGINT/SIGTERM.
 
-    Returns the child's exit status; a child killed by a signal gives 128 + the signal number.
+    Returns the child's exit status; a child killed by a signal gives 128 + the signal number, and so does a
+    child that exits 0 after a forwarded signal (axolotl saves and exits 0 on SIGINT: that is no success).
+    `pass_fds` stay open in the child (the run folder's lock, so it is held while axolotl lives). A log
+    that cannot be written (full disk) stops being written; the output still reaches the terminal.
     """
     echo = echo if echo is not None else sys.stdout
-    with log_path.open("ab") as log:
+    received: list[int] = []
+    log: IO[bytes] | None = None
+    try:
+        log = log_path.open("ab")
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
-        env = {**env, LAUNCHED_ENV: repr(time.time())}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
-                                start_new_session=True)
+    except OSError:
+        _drop_log(log, log_path)
+        log = None
+    env = {**env, LAUNCHED_ENV: repr(time.time())}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+                            start_new_session=True, pass_fds=pass_fds)
 
-        def forward(signum: int, _frame: Any) -> None:
-            try:
-                os.killpg(proc.pid, signum)
-            except ProcessLookupError:
-                pass
-
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
         try:
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
-                log.write(chunk)
-                log.flush()
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+            if log is not None:
                 try:
-                    echo.write(chunk.decode("utf-8", "replace"))
-                    echo.flush()
-                except (OSError, ValueError):
-                    pass
-            code = proc.wait()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-    return 128 - code if code < 0 else code
+                    log.write(chunk)
+                    log.flush()
+                except OSError:
+                    _drop_log(log, log_path)
+                    log = None
+            try:
+                echo.write(chunk.decode("utf-8", "replace"))
+                echo.flush()
+            except (OSError, ValueError):
+                pass
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if log is not None:
+            try:
+                log.close()
+            except OSError:
+                pass
+    if code < 0:
+        return 128 - code
+    if code == 0 and received:
+        return 128 + received[0]
+    return code
+
+
+def _drop_log(log: IO[bytes] | None, log_path: Path) -> None:
+    print(f"warning: {log_path} can no longer be written (disk full?); axolotl's output goes to the terminal "
+          f"only", file=sys.stderr)
+    try:
+        if log is not None:
+            log.close()
+    except OSError:
+        pass

@@ -13,11 +13,13 @@ this only reads what it wrote):
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.core import safeio
 
 #: the instruction every user turn of the shipped data starts with (data/README.md)
 INSTRUCTION_PREFIX = "Rewrite in the Visions of Gaea style:"
@@ -54,14 +56,26 @@ def examples(cfg: Mapping[str, Any], limit: int | None = None) -> list[Example]:
         if not path.is_file():
             continue
         field = entry.get("field_messages") or "messages"
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            messages = json.loads(line).get(field) or []
-            messages = [{"role": m.get("role") or m.get("from"), "content": m.get("content") or m.get("value")}
-                        for m in messages]
-            if messages and messages[-1]["role"] == "assistant":
-                out.append(Example(messages))
+        rows = safeio.lines(path, "data", max_bytes=safeio.data_bytes(), max_line=safeio.line_bytes(),
+                            what=str(path))
+        try:
+            for n, line in rows:
+                if not line.strip():
+                    continue
+                try:
+                    row = safeio.json_loads(line)
+                except ValueError:
+                    raise safeio.BadFile("data-json", f"line {n} is not JSON; every line must be one JSON object",
+                                         n) from None
+                messages = row.get(field) if isinstance(row, dict) else None
+                if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                    continue
+                messages = [{"role": m.get("role") or m.get("from"), "content": m.get("content") or m.get("value")}
+                            for m in messages]
+                if messages and messages[-1]["role"] == "assistant":
+                    out.append(Example(messages))
+        except safeio.BadFile as exc:
+            raise exc.user_error(path) from None
     return out[:limit] if limit else out
 
 
@@ -111,6 +125,19 @@ def training_dtype(cfg: Mapping[str, Any]) -> Any:
     if on_gpu and cfg.get("fp16") is True:
         return torch.float16
     return torch.float32
+
+
+def offline_for(*refs: str | Path) -> bool:
+    """Switch the hub off for this process when every model it loads is a local folder.
+
+    Must run before transformers or huggingface_hub is imported (they read the variables at import):
+    a local model then never waits on the hub, nor does bitsandbytes look its kernels up there.
+    """
+    if not refs or not all(Path(str(r)).exists() for r in refs):
+        return False
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    return True
 
 
 def load(path: str | Path, *, adapter: str | Path | None = None, dtype: Any = None,

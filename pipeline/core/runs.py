@@ -8,31 +8,42 @@
         axolotl.log      axolotl's output (it also streams to the terminal)
         output/          axolotl's output_dir: adapter, checkpoints
 
-A folder is created only after the input has been validated, so bad input leaves nothing behind.
-Files are written through a temporary name and renamed, so none is ever seen half-written.
+A folder is created only after the input has been validated, so bad input leaves nothing behind, and
+one that cannot be set up completely (a full disk, a read-only folder) is removed again. Files are
+written through a temporary name and renamed, so none is ever seen half-written. Each folder has one
+writer at a time (`RUN/.lock`, see pipeline.core.lock) and keeps a small reserve file (`RUN/.reserve`)
+that is given up when the disk is full, so that the manifest can still say how the run ended.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import errno
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import UserError
+import yaml
+
+from pipeline.core import lock, safeio
+from pipeline.core.errors import Finding, UserError
 
 PACKAGES = ("torch", "transformers", "peft", "axolotl", "accelerate", "datasets", "trl", "bitsandbytes",
             "finetune-pipeline")
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
+RESERVE = ".reserve"
+#: enough for the manifest and smoke.json of any run
+RESERVE_BYTES = 256 * 1024
 
 
 def runs_root(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -40,18 +51,65 @@ def runs_root(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write through a temporary file and a rename: readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_new(folder: Path, stem: str, suffix: str, text: str) -> Path:
+    """Write `folder/stem<suffix>`, or `stem-1<suffix>`, ... : never over a file another command wrote."""
+    tmp = folder / f".{stem}.{os.getpid()}.tmp"
+    try:
+        write_atomic(tmp, text)
+        for n in range(1000):
+            path = folder / f"{stem}{'' if n == 0 else f'-{n}'}{suffix}"
+            try:
+                os.link(tmp, path)  # fails where the name exists: the claim and the write are one step
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free name for {stem}{suffix} in {folder}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class CorruptManifest(UserError):
+    """A manifest.json that is not a JSON object (truncated, edited, overwritten)."""
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest as a dict; {} when there is none; CorruptManifest when it is damaged."""
+    if not path.exists() and not path.is_symlink():
+        return {}
+    try:
+        data = safeio.read_json(path, what="the manifest")
+    except safeio.BadFile as exc:
+        raise CorruptManifest(Finding(str(path), None, "manifest-corrupt", f"{exc.message}; the run's record is "
+                                                                            f"damaged: move the folder aside")) from None
+    if not isinstance(data, dict):
+        raise CorruptManifest(Finding(str(path), None, "manifest-corrupt",
+                                      f"the manifest is a JSON {type(data).__name__}, not an object; the run's "
+                                      f"record is damaged: move the folder aside"))
+    return data
+
+
 @dataclass
 class Run:
     path: Path
+    #: this process's lock on the folder, when it writes into it
+    lock: lock.RunLock | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -70,19 +128,32 @@ class Run:
         return self.path / "output"
 
     def manifest(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.manifest_path.read_text()))
-        except (OSError, ValueError):
-            return {}
+        return read_manifest(self.manifest_path)
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         data = self.manifest()
         data.update(fields)
-        write_json(self.manifest_path, data)
+        self.write_json(self.manifest_path, data)
         return data
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        """write_json into the run folder; on a full disk, the folder's reserve is given up for it."""
+        try:
+            write_json(path, obj)
+        except OSError as exc:
+            reserve = self.path / RESERVE
+            if exc.errno != errno.ENOSPC or not reserve.exists():
+                raise
+            reserve.unlink()
+            write_json(path, obj)
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)
+
+    def take_lock(self) -> None:
+        """Hold the folder's lock for the rest of this command (UserError run-locked if another holds it)."""
+        if self.lock is None:
+            self.lock = lock.acquire(self.path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -101,18 +172,54 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def create(root: Path, config_name: str, stage: str) -> Run:
-    """A new, empty run folder with a unique, sortable name."""
-    root.mkdir(parents=True, exist_ok=True)
+    """A new run folder with a unique, sortable name, locked by this process, with its reserve written.
+
+    A runs folder that cannot be written is a UserError (runs-unwritable, exit 2); nothing is left.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(root, exc) from None
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{config_name}-{stage}"
     for n in range(1000):
         path = root / (base if n == 0 else f"{base}-{n}")
         try:
             path.mkdir()
-            return Run(path)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise unwritable(root, exc) from None
+        run = Run(path)
+        with setting_up(run):
+            run.take_lock()
+            with (path / RESERVE).open("wb") as fh:
+                fh.write(b"\0" * RESERVE_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return run
     raise RuntimeError(f"could not create a run folder under {root}")
+
+
+def unwritable(where: Path, exc: OSError) -> UserError:
+    return UserError.at(str(where), None, "runs-unwritable",
+                        f"cannot write here ({exc.strerror or exc}); free space, make it writable or choose "
+                        f"another --runs-dir (nothing was kept)")
+
+
+@contextmanager
+def setting_up(run: Run) -> Iterator[None]:
+    """Setting up a new run folder: any failure removes the folder, so none is left without a manifest."""
+    try:
+        yield
+    except BaseException as exc:
+        if run.lock is not None:
+            run.lock.release()
+            run.lock = None
+        shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise unwritable(run.path.parent, exc) from None
+        raise
 
 
 def find(root: Path, ref: str) -> Run:
@@ -125,9 +232,20 @@ def find(root: Path, ref: str) -> Run:
 
 
 def all_runs(root: Path) -> list[Run]:
+    """Every run folder with a readable manifest, oldest first; a damaged manifest is skipped with a warning."""
     if not root.is_dir():
         return []
-    return sorted((Run(p) for p in root.iterdir() if (p / MANIFEST).is_file()), key=lambda r: r.name)
+    found = []
+    for p in sorted(root.iterdir()):
+        if not (p / MANIFEST).is_file():
+            continue
+        try:
+            read_manifest(p / MANIFEST)
+        except CorruptManifest as exc:
+            print(f"warning: {exc.findings[0]}; skipped", file=sys.stderr)
+            continue
+        found.append(Run(p))
+    return sorted(found, key=lambda r: r.name)
 
 
 def find_eligible(root: Path, ref: str, problem: Callable[[Run], str | None], rule: str) -> Run:
@@ -143,12 +261,70 @@ def newest(root: Path, problem: Callable[[Run], str | None]) -> Run | None:
     return next((run for run in reversed(all_runs(root)) if not problem(run)), None)
 
 
+def run_config(run: Run) -> dict[str, Any]:
+    """The run's own config.yaml, which merge and evaluate load the base model from; damaged: one line."""
+    path = run.path / "config.yaml"
+    try:
+        cfg = yaml.safe_load(safeio.read_text(path, "run-config", safeio.MAX_CONFIG_BYTES, what="the run's config"))
+    except safeio.BadFile as exc:
+        raise exc.user_error(path) from None
+    except yaml.YAMLError:
+        cfg = None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("base_model"), str):
+        raise UserError.at(str(path), None, "run-config-corrupt", "the run's config is damaged (no base_model); "
+                                                                  "train the run again")
+    return cfg
+
+
+def prepared_data(run: Run) -> Path | None:
+    """The prepared-data folder the run's config.yaml names (keyed by its data's content), if any."""
+    try:
+        cfg = yaml.safe_load(safeio.read_text(run.path / "config.yaml", "run-config", safeio.MAX_CONFIG_BYTES))
+        return Path(cfg["dataset_prepared_path"])
+    except (safeio.BadFile, OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def adapter_problem(folder: Path) -> str | None:
+    """What is wrong with the adapter a run saved (missing, damaged, cut short), or None."""
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        return f"no adapter in {folder} (a full fine-tune has nothing to merge)"
+    try:
+        adapter_cfg = safeio.read_json(config_file, what="adapter_config.json", max_bytes=safeio.MiB)
+    except safeio.BadFile as exc:
+        return f"{config_file}: {exc.message}"
+    if not isinstance(adapter_cfg, dict):
+        return f"{config_file} is not a JSON object"
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        if (why := safeio.safetensors_problem(weights)) is not None:
+            return f"the adapter is damaged: {why}; train the run again, or restore {weights}"
+    elif not (folder / "adapter_model.bin").is_file():
+        return f"{folder} has adapter_config.json but no adapter weights"
+    return None
+
+
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return safeio.sha256(path)
+
+
+def data_hashes(files: Iterable[Path]) -> dict[str, str]:
+    """sha256 of every data file, read once for the manifest and the prepared-data key alike."""
+    return {str(p): safeio.sha256(p) for p in files}
+
+
+def changed_data(hashes: dict[str, str]) -> list[str]:
+    """The files whose content is no longer what `hashes` says (edited, replaced, gone)."""
+    changed = []
+    for path, digest in hashes.items():
+        try:
+            now = safeio.sha256(path)
+        except (safeio.BadFile, OSError):
+            now = None
+        if now != digest:
+            changed.append(path)
+    return changed
 
 
 def versions() -> dict[str, str | None]:
@@ -208,7 +384,8 @@ def _cpu_name() -> str:
 
 
 def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: str, resolved_sha256: str,
-                   data_files: Iterable[Path], argv: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+                   data_files: Iterable[Path], argv: list[str] | None = None,
+                   data_hashes: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     manifest = {
         "run": run.name,
         "stage": stage,
@@ -216,13 +393,13 @@ def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: st
         "started": now(),
         "command": argv if argv is not None else sys.argv,
         "config": {"path": str(config_path), "sha256": config_sha256, "resolved_sha256": resolved_sha256},
-        "data": {str(p): sha256_file(p) for p in data_files},
+        "data": data_hashes if data_hashes is not None else {str(p): sha256_file(p) for p in data_files},
         "versions": versions(),
         "git": git_revision(config_path.parent),
         "hardware": hardware(),
         **extra,
     }
-    write_json(run.manifest_path, manifest)
+    run.write_json(run.manifest_path, manifest)
     return manifest
 
 

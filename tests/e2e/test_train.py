@@ -9,17 +9,22 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from pipeline import train
 from pipeline.core import runs
 from pipeline.core.errors import UserError
 
 
-def make_checkpoint(output: Path, step: int, *, state: str | None = "ok", weights: bool = True) -> Path:
+def make_checkpoint(output: Path, step: int, *, state: str | None = "ok", weights: bool | str = True) -> Path:
     path = output / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if weights:
-        (path / "adapter_model.safetensors").write_bytes(b"x")
+        save_file({"w": torch.zeros(4)}, str(path / "adapter_model.safetensors"))
+    if weights == "cut":  # a full disk or a killed copy: the header promises more bytes than there are
+        data = (path / "adapter_model.safetensors").read_bytes()
+        (path / "adapter_model.safetensors").write_bytes(data[:-3])
     if state == "ok":
         (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     elif state == "torn":
@@ -37,12 +42,14 @@ def test_the_last_complete_checkpoint_skips_half_written_ones(tmp_path):
     make_checkpoint(out, 72, state="torn")         # killed while writing it
     make_checkpoint(out, 90, state="wrong-step")
     make_checkpoint(out, 108, weights=False)
+    make_checkpoint(out, 126, weights="cut")
     (out / "checkpoint-x").mkdir()
     assert train.last_complete_checkpoint(out) == out / "checkpoint-36"
-    assert [p.name for p in train.checkpoints(out)] == [f"checkpoint-{n}" for n in (18, 36, 54, 72, 90, 108)]
+    assert [p.name for p in train.checkpoints(out)] == [f"checkpoint-{n}" for n in (18, 36, 54, 72, 90, 108, 126)]
 
     gone = train.discard_after(out, 36)
-    assert [p.name for p in gone] == ["checkpoint-54", "checkpoint-72", "checkpoint-90", "checkpoint-108"]
+    assert [p.name for p in gone] == ["checkpoint-54", "checkpoint-72", "checkpoint-90", "checkpoint-108",
+                                      "checkpoint-126"]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-18", "checkpoint-36", "checkpoint-x"]
     assert train.last_complete_checkpoint(tmp_path / "nothing") is None
 

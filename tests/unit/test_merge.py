@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from pipeline import merge
 from pipeline.core import engine, runs
@@ -19,6 +20,7 @@ def fake_train_run(root: Path, name: str, status: str = "succeeded", adapter: bo
     run.output_dir.mkdir(parents=True)
     if adapter:
         (run.output_dir / "adapter_config.json").write_text("{}")
+        save_file({"w": torch.zeros(2)}, str(run.output_dir / "adapter_model.safetensors"))
     runs.write_json(run.manifest_path, {"run": name, "stage": stage, "status": status, "offline": True})
     (run.path / "config.yaml").write_text("base_model: /nowhere\nadapter: lora\n")
     return run
