@@ -72,7 +72,7 @@ def load(path: str | os.PathLike[str]) -> LoadedConfig:
     """Read a YAML config; anything unreadable, unsafe or malformed is a UserError naming file and line.
 
     The file must be a regular UTF-8 file of at most 1 MiB whose aliases expand to a bounded size (see
-    `pipeline.core.safeio`); a NaN value (`.nan`) is refused, since no axolotl setting takes one.
+    `pipeline.core.safeio`); a NaN value (`.nan`) of an axolotl setting is refused, since none takes one.
     """
     p = Path(path)
     try:
@@ -94,7 +94,7 @@ def load(path: str | os.PathLike[str]) -> LoadedConfig:
     lines: dict[KeyPath, int] = {}
     if node is not None:
         _collect_lines(node, (), lines)
-    nans = list(safeio.find_nan(data))
+    nans = [(k, v) for k, v in safeio.find_nan(data) if k[0] != PIPELINE_KEY]  # the section owner judges its own
     if nans:
         raise UserError(*(Finding(str(p), _line(lines, keys), "config-nan",
                                   f"{'.'.join(map(str, keys))} is NaN (.nan); give it a number")
@@ -131,15 +131,20 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UserError.at("<command line>", None, "override-syntax",
                                f"override {item!r} is not key=value; write e.g. --set learning_rate=2e-4")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
+        try:  # bounded like a config file: an alias bomb on the command line is refused too
+            value = safeio.load_yaml(raw)[1] if raw != "" else None
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str):
+        except safeio.BadFile as exc:
+            raise UserError.at("<command line>", None, exc.rule, f"--set {key.strip()}: {exc.message}") from None
+        if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):
             try:  # YAML 1.1 reads "2e-4" as a string; on a command line it means a number
                 value = float(value)
             except ValueError:
                 pass
+        if not key.strip().startswith(f"{PIPELINE_KEY}.") and any(safeio.find_nan(value)):
+            raise UserError.at("<command line>", None, "config-nan", f"--set {key.strip()}: NaN is not a value any "
+                                                                     f"setting takes; give a number")
         out[key.strip()] = value
     return out
 
