@@ -78,6 +78,7 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
     """
     run = pick(runs_dir, run_ref)
     run.take_lock()  # one writer: a merge or another evaluation of this run waits its turn
+    clean_leftovers(run)
     if (why := not_evaluable(run)) is not None:  # it may have changed while we waited to look
         raise UserError.at(str(run.path), None, "eval-not-ready", why)
     cfg = runs.run_config(run)
@@ -92,7 +93,6 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
     heldout = read_heldout(settings["heldout"])
 
     sigterm_as_interrupt()  # stop like Ctrl-C: the temporary folder is removed
-    clean_leftovers(run)
     tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
     started = time.perf_counter()
     try:

@@ -126,3 +126,52 @@ def test_a_child_under_the_bytecode_cache_writes_there_and_not_beside_its_source
     subprocess.run([sys.executable, "-c", "import somepkg"], cwd=tmp_path / "src", env=env, check=True)
     assert not (pkg / "__pycache__").exists()
     assert list((tmp_path / "cache" / "pycache").rglob("__init__*.pyc"))
+
+
+def test_prepared_data_is_keyed_by_the_content_of_data_and_tokenizer(tmp_path):
+    rows, tok = tmp_path / "rows.jsonl", tmp_path / "tok"
+    rows.write_text('{"messages": []}\n')
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text('{"v": 1}')
+    cfg = {"base_model": str(tok), "datasets": [{"path": str(rows), "type": "chat_template"}], "sequence_len": 64}
+
+    def folder(**changes) -> str:
+        from pipeline.core import runs
+
+        prepared = engine.prepare({**cfg, **changes}, tmp_path / "out", tmp_path / "cache", [rows],
+                                  runs.data_hashes([rows]))
+        return prepared["dataset_prepared_path"]
+
+    first = folder()
+    assert first.startswith(str(tmp_path / "cache" / "prepared")) and folder() == first
+    assert folder(max_steps=3, learning_rate=0.1) == first  # settings that do not touch the data share it
+    assert folder(sequence_len=128) != first
+    rows.write_text('{"messages": [] }\n')  # the same path and tokenizer name, other bytes
+    assert folder() != first
+    edited = folder()
+    (tok / "tokenizer.json").write_text('{"v": 2}')  # a tokenizer rebuilt under the same path
+    assert folder() != edited
+    assert folder(dataset_prepared_path=str(tmp_path / "mine")).startswith(str(tmp_path / "mine") + os.sep)
+
+
+def test_a_child_that_exits_0_after_a_forwarded_signal_is_reported_as_interrupted(tmp_path):
+    """axolotl saves and exits 0 on SIGINT: the launcher must not call that a success."""
+    import signal
+    import threading
+
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\n"
+              "print('re' + 'ady', flush=True)\n"  # the command line in the log must not match too
+              "time.sleep(60)\n")
+    log = tmp_path / "child.log"
+
+    def interrupt_when_ready() -> None:
+        while "ready" not in (log.read_text() if log.exists() else ""):
+            threading.Event().wait(0.02)
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does to pipeline; engine.run forwards it
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    with open(os.devnull, "w") as quiet:
+        code = engine.run([sys.executable, "-c", script], dict(os.environ), log, echo=quiet)
+        assert code == 128 + signal.SIGINT
+        assert engine.run([sys.executable, "-c", "pass"], dict(os.environ), log, echo=quiet) == 0

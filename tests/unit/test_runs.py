@@ -1,6 +1,10 @@
 import json
+import os
+
+import pytest
 
 from pipeline.core import runs
+from pipeline.core.errors import UserError
 
 
 def test_run_folders_are_unique_and_sortable(tmp_path):
@@ -59,3 +63,46 @@ def test_newest_skips_runs_with_a_problem(tmp_path):
     assert runs.newest(tmp_path, lambda r: problem(r.name)).name == "20260102-000000-b-train"
     assert runs.newest(tmp_path, lambda r: "never") is None
     assert runs.newest(tmp_path / "missing", lambda r: None) is None
+
+
+def test_result_files_written_in_the_same_second_never_collide(tmp_path):
+    paths = [runs.write_new(tmp_path, "smoke-20260101-000000", ".json", f'{{"n": {i}}}\n') for i in range(3)]
+    assert [p.name for p in paths] == ["smoke-20260101-000000.json", "smoke-20260101-000000-1.json",
+                                       "smoke-20260101-000000-2.json"]
+    assert [json.loads(p.read_text())["n"] for p in paths] == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporaries
+
+
+def test_a_damaged_manifest_is_skipped_in_lists_and_one_line_by_name(tmp_path, capsys):
+    good = runs.create(tmp_path, "cfg", "train")
+    runs.write_json(good.manifest_path, {"run": good.name, "stage": "train", "status": "succeeded"})
+    for name, text in (("20990101-000000-cut-train", '{"run": "x", "sta'), ("20990102-000000-list-train", "[1]"),
+                       ("20990103-000000-binary-train", "\udcff")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert [r.name for r in runs.all_runs(tmp_path)] == [good.name]
+    err = capsys.readouterr().err
+    assert err.count("manifest-corrupt") == 3 and "skipped" in err
+    with pytest.raises(UserError) as exc:
+        runs.find(tmp_path, "20990101-000000-cut-train").manifest()
+    assert exc.value.findings[0].rule == "manifest-corrupt"
+
+
+def test_a_run_folder_that_cannot_be_set_up_is_removed(tmp_path):
+    run = runs.create(tmp_path, "cfg", "smoke")
+    assert (run.path / runs.RESERVE).stat().st_size == runs.RESERVE_BYTES
+    with pytest.raises(UserError) as exc, runs.setting_up(run):
+        raise OSError(28, "No space left on device")
+    assert exc.value.findings[0].rule == "runs-unwritable" and "No space left" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_is_hashed_once_and_a_change_is_seen(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"a": 1}\n')
+    hashes = runs.data_hashes([rows])
+    assert runs.changed_data(hashes) == []
+    stat = rows.stat()
+    rows.write_text('{"a": 2}\n')  # the same size, and the same modification time below
+    os.utime(rows, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert runs.changed_data(hashes) == [str(rows)]
