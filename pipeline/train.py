@@ -11,9 +11,13 @@ A run folder `RUNS/<time>-<config>-train/` holds the resolved config, the manife
 epoch and evaluation.
 
 Interruptions. SIGINT and SIGTERM reach axolotl through `pipeline.core.engine`. Axolotl dies on SIGTERM and,
-on SIGINT, saves the adapter as it stands and exits 0, so a run counts as finished only when the metrics
-recorder wrote its `end` record at the last step; anything less is `interrupted` (exit 130, a signal) or
-`failed` (exit 3: axolotl crashed, was killed, ran out of memory). Both can be resumed.
+on SIGINT, saves the adapter as it stands and exits 0, which the engine reports as the signal it forwarded.
+A run counts as finished only when the metrics recorder wrote its `end` record at the last step; anything
+less is `interrupted` (exit 130, a signal) or `failed` (exit 3: axolotl crashed, was killed, ran out of
+memory or disk, or stopped short of its steps with no signal). Both can be resumed. The run folder is
+locked for the whole attempt (`pipeline.core.lock`): a second `--resume` of the same run is refused.
+A data file that changed while the run read it fails the run; one that changed since it started refuses
+`--resume` (the manifest holds the sha256 of the data that trained).
 
 Resuming. The newest *complete* checkpoint is the one whose `trainer_state.json` (written last by the
 trainer) parses and names its own step; later, half-written ones are deleted. Axolotl continues from it
