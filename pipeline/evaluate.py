@@ -189,8 +189,9 @@ def _record(run: runs.Run, entry: dict[str, Any]) -> None:
 # --- which run, which settings ------------------------------------------------------------------------------
 
 def pick(runs_dir: Path, ref: str | None) -> runs.Run:
+    """The run named (judged by main once it holds the lock), or the newest one that can be evaluated."""
     if ref:
-        return runs.find_eligible(runs_dir, ref, not_evaluable, "eval-not-ready")
+        return runs.find(runs_dir, ref)
     if (newest := runs.newest(runs_dir, not_evaluable)) is not None:
         return newest
     raise UserError.at(str(runs_dir), None, "eval-none",
