@@ -25,6 +25,11 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     target = target or target_for(loaded)
     where = str(loaded.path)
     found: list[Finding] = []
+    if (cloud := _cloud_keys(cfg)) and not cfg.get("base_model"):
+        found.append(Finding(where, loaded.line(cloud[0]), "not-a-training-config",
+                             f"this is a launcher file for `axolotl train CONFIG --cloud {loaded.path.name}` "
+                             f"({', '.join(cloud)}), not a training config; check the training config instead"))
+        return Report(where, found, {})
 
     mixins, problems = plugin_schemas(loaded, cfg)
     found += problems
@@ -47,6 +52,15 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
             found.append(Finding(where, loaded.line(*keys) if keys else None, rule_id, message, severity))
     found = [replace(f, severity=severity_of(f.rule, f.severity)) for f in drop_covered(found)]
     return Report(where, found, facts(ctx))
+
+
+#: keys of axolotl's cloud launcher files (axolotl/cli/cloud: modal and baseten), which a training config has not
+CLOUD_KEYS = ("provider", "gpu", "gpu_count", "node_count", "secrets", "volumes", "dockerfile_commands",
+              "memory_preprocess", "timeout_preprocess")
+
+
+def _cloud_keys(cfg: dict[str, Any]) -> list[str]:
+    return [k for k in CLOUD_KEYS if k in cfg]
 
 
 def facts(ctx: Context) -> dict[str, Any]:
