@@ -357,7 +357,8 @@ def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(ref, local_files_only=True), ref
+        # never the repository's own code: the check runs none (and transformers would ask on the terminal)
+        return AutoTokenizer.from_pretrained(ref, local_files_only=True, trust_remote_code=False), ref
     except Exception as exc:  # noqa: BLE001 - any failure means: not available offline
         return None, f"tokenizer {ref!r} does not load offline ({type(exc).__name__})"
 

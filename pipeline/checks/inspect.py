@@ -42,7 +42,13 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     if problem:
         found.append(problem)
     if arch is not None:
-        ctx.shape = estimate.shape(arch)
+        try:
+            ctx.shape = estimate.shape(arch)
+        except Exception as exc:  # noqa: BLE001 - a model type transformers cannot build (its own code, a typo)
+            found.append(Finding(where, loaded.line("base_model"), "architecture-unknown",
+                                 f"transformers cannot build the model from its config.json ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]}): parameter counts, the memory estimate and the context-length "
+                                 f"check are skipped", "warning"))
     ctx.sets, problems = data.check(loaded, axo or cfg)
     found += problems
     ctx.schedule = schedule(ctx)

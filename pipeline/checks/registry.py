@@ -27,6 +27,9 @@ RULES: dict[str, tuple[str, str]] = {
     "code-will-run": ("warning", "Python from outside axolotl and transformers that the run would execute: "
                                  "trust_remote_code, a model's auto_map, a plugin outside axolotl"),
     "model-unknown": ("error", "a pipeline:// model that does not exist"),
+    "model-unavailable": ("error", "a base model the run cannot load: not on the hub, gated without access, a "
+                                   "folder without config.json or weights"),
+    "model-offline": ("warning", "a base model not in the Hugging Face cache while the hub cannot be asked"),
     "architecture-unknown": ("warning", "the model's config.json is not available offline: estimate and "
                                         "shape rules skipped"),
     "data-missing": ("error", "a dataset file that does not exist"),
@@ -51,6 +54,11 @@ RULES: dict[str, tuple[str, str]] = {
     "eval-gates": ("error", "an unknown evaluate gate, or one that is not a number"),
     "eval-data-missing": ("error", "a pipeline.evaluate file (style_terms, heldout) that does not exist"),
 }
+
+
+#: warnings of `pipeline check` (which may run elsewhere than the training) about what this machine lacks,
+#: which stop `smoke` and `train`: they run here
+STOPS_A_RUN = {"model-offline", "axolotl-needs-package"}
 
 
 def severity(rule_id: str, default: str = "error") -> str:
