@@ -33,7 +33,7 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
 
     mixins, problems = plugin_schemas(loaded, cfg)
     found += problems
-    found += unknown_keys(loaded, cfg, mixins)
+    found += unknown_keys(loaded, cfg, mixins, target)
     axo, problems = axolotl_validation(loaded, cfg, target, mixins)
     found += problems
 

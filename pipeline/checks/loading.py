@@ -104,7 +104,8 @@ def remote_code(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> list[Finding]:
     if not isinstance(ref, str) or not ref or models.is_builtin(ref):
         return []
     a = hub.ask(ref, cfg.get("revision_of_model"))
-    raw = _config(a)
+    shipped = models.shipped_name(ref)
+    raw = _config(a) or hub.config_json(ref) or (models.architecture_config(shipped) if shipped else None)
     line = loaded.line("trust_remote_code")
     if raw is None:
         return [Finding(str(loaded.path), line, "code-will-run",

@@ -41,6 +41,7 @@ class Plugin:
     args: type | None = None
     own: bool = False  # axolotl's own code
     args_read: bool = True  # False: it has arguments the check could not read
+    missing: list[str] = field(default_factory=list)  # imports of packages that are not installed here
 
 
 def plugin_schemas(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[list[type], list[Finding]]:
@@ -60,8 +61,12 @@ def plugin_schemas(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[list[t
                                  f"plugin {name!r} does not load ({exc}); axolotl would log this and train without "
                                  f"it: fix the name or install its package"))
             continue
-        if plugin.args is not None:
+        if plugin.args is not None:  # its keys are known even where it cannot load: one finding, not two
             mixins.append(plugin.args)
+        if plugin.missing:
+            found.append(Finding(*where, "plugin-import",
+                                 f"plugin {name!r} does not load here ({plugin.missing[0]}); axolotl would log this "
+                                 f"and train without it: install that package"))
         if not plugin.own:
             unread = "" if plugin.args_read else "; its settings could not be read from source, so keys it adds " \
                                                  "may be reported as unknown"
@@ -90,8 +95,8 @@ def read(name: str) -> Plugin:
     # what importing it runs, of its own package (for axolotl's plugins, axolotl/integrations/<name>/)
     top = chain[min(2, len(chain) - 1)] if plugin.own else chain[0]
     plugin.files = _files_run(chain, top.parent)
-    for source, line, missing in _missing_imports(plugin.files):
-        raise ImportError(f"{_shown(source)}:{line} imports {missing!r}, which is not installed here")
+    plugin.missing = [f"{_shown(source)}:{line} imports {name!r}, which is not installed here"
+                      for source, line, name in _missing_imports(plugin.files)]
     node = _class_in(node_file, cls)
     ref = _returned_constant(node, "get_input_args") if node is not None else None
     if ref is None:

@@ -95,6 +95,18 @@ DROPPED_DEFAULTS: dict[tuple[str, str], Any] = {
     ("datasets", "train_on_last_step_only"): False,
 }
 
+def _dtype_of(cfg: Mapping[str, Any], target: Target | None) -> str | None:
+    """The dtype axolotl trains in from bf16 / fp16: `auto` is bf16 on a card that has it (or an unknown one)."""
+    bf16, fp16 = cfg.get("bf16", "auto"), cfg.get("fp16")
+    if bf16 is True:
+        return "bfloat16"
+    if fp16 is True:
+        return "float16"
+    if bf16 == "auto" and target is not None and target.device == "gpu" and target.bf16 is not False:
+        return "bfloat16"
+    return None
+
+
 #: a better hint than the nearest spelling, for keys other trainers use
 HINTS = {
     "eta_min": "axolotl's cosine schedule takes cosine_min_lr_ratio (the floor as a fraction of learning_rate)",
@@ -103,10 +115,12 @@ HINTS = {
 }
 
 
-def _changes_nothing(section: str, key: str, value: Any) -> bool:
+def _changes_nothing(section: str, key: str, value: Any, cfg: Mapping[str, Any], target: Target | None) -> bool:
     """A dropped key whose value is what happens anyway: empty, or axolotl's effective default."""
     if value is None:
         return True
+    if (section, key) == ("", "torch_dtype"):  # axolotl sets the dtype from bf16 / fp16 (normalize_config)
+        return str(value).replace("torch.", "") == _dtype_of(cfg, target)
     if (section, key) not in DROPPED_DEFAULTS:
         return False
     default = DROPPED_DEFAULTS[(section, key)]
@@ -119,7 +133,8 @@ def _changes_nothing(section: str, key: str, value: Any) -> bool:
 
 
 
-def unknown_keys(loaded: LoadedConfig, cfg: Mapping[str, Any], mixins: list[type]) -> list[Finding]:
+def unknown_keys(loaded: LoadedConfig, cfg: Mapping[str, Any], mixins: list[type],
+                 target: Target | None = None) -> list[Finding]:
     """Keys axolotl's schema does not know, at the top level and inside the sections it models."""
     found: list[Finding] = []
 
@@ -136,13 +151,15 @@ def unknown_keys(loaded: LoadedConfig, cfg: Mapping[str, Any], mixins: list[type
             if key not in known:
                 where = "" if not path else " in " + ".".join(str(p) for p in path)
                 said = written if written == key else f"{written} ({key} once axolotl drops the fsdp_ prefix)"
-                if _changes_nothing(str(path[0]) if path else "", key, sub):
+                if _changes_nothing(str(path[0]) if path else "", key, sub, cfg, target):
                     found.append(Finding(str(loaded.path), loaded.line(*path, written), "ignored-key",
                                          f"axolotl does not read {said!r}{where}; its value {sub!r} is what "
                                          f"happens without it, so it changes nothing: remove it", "warning"))
                     continue
                 near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 hint = HINTS.get(key) or (f"did you mean {near[0]!r}?" if near else "remove it or check the spelling")
+                if (section := (str(path[0]) if path else "", key)) in DROPPED_DEFAULTS:
+                    hint = f"{DROPPED_DEFAULTS[section]!r} applies instead; remove it (axolotl passes no such setting on)"
                 found.append(Finding(str(loaded.path), loaded.line(*path, written), "unknown-key",
                                      f"axolotl does not know {said!r}{where} and silently ignores it; {hint}"))
                 continue

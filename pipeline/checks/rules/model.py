@@ -38,7 +38,7 @@ def _named_tokens(cfg: Mapping[str, Any]) -> list[str]:
     special = cfg.get("special_tokens") or {}
     named = [str(t) for t in (cfg.get("tokens") or [])]
     if isinstance(special, Mapping):
-        for key, value in special.items():
+        for value in special.values():
             named += [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
     return named
 
