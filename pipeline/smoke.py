@@ -92,7 +92,7 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
         except UserError as exc:
             problems += exc.findings
             continue
-        report = checks.run(cfg, remember=models.cache_dir() / "checks")
+        report = checks.run(cfg, remember=models.cache_dir() / "checks", for_run=True)
         loaded.append((cfg, report.warnings))
         if report.errors:
             problems += report.errors

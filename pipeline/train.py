@@ -81,7 +81,7 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
     """The config after the overrides, checked (the same entry as `pipeline check`) and resolved; bad input
     raises UserError before anything is written."""
     cfg = checks.with_overrides(config.load(config_path), overrides)
-    report = checks.run(cfg, remember=models.cache_dir() / "checks")
+    report = checks.run(cfg, remember=models.cache_dir() / "checks", for_run=True)
     if report.errors:
         raise UserError(*report.errors)
     for warning in report.warnings:

@@ -28,13 +28,16 @@ from pipeline.core.errors import Finding, UserError
 
 
 def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | None = None, device: str = "auto",
-        gpu: str | None = None, gpu_mem_gib: float | None = None, remember: Path | None = None) -> Any:
+        gpu: str | None = None, gpu_mem_gib: float | None = None, remember: Path | None = None,
+        for_run: bool = False) -> Any:
     """Check one config after `overrides`; return its Report (findings and facts).
 
     path: the config file (or one already loaded)
     overrides: `--set` values, applied before anything is checked
     device, gpu, gpu_mem_gib: the target (see `target.target_for`)
     remember: a folder of remembered results; a hit returns the findings without facts
+    for_run: the run happens here, next (smoke, train): what this machine lacks stops it
+      (`registry.STOPS_A_RUN`), and a model it cannot load is the one line returned, in seconds
     """
     from pipeline.checks.context import Report
 
@@ -44,20 +47,40 @@ def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | N
         return Report(str(path.path if isinstance(path, config.LoadedConfig) else path), exc.findings, {})
     found = section.validate(loaded)
 
-    from pipeline.checks import remembered
+    from pipeline.checks import loading, remembered
     from pipeline.checks.inspect import inspect
     from pipeline.checks.target import target_for
+
+    # asked every time, never remembered: the hub, the cache and the token change under a config
+    cfg = {k: v for k, v in loaded.data.items() if k != config.PIPELINE_KEY}
+    found += [_for(f, for_run) for f in loading.model(loaded, cfg)]
+    if for_run and errors(found):
+        return Report(str(loaded.path), found, {})  # nothing can start: the rest would only delay saying so
+    found += loading.remote_code(loaded, cfg)
 
     target = target_for(loaded, device, gpu, gpu_mem_gib)
     key = remembered.key(loaded, loaded.overrides, target.as_dict()) if remember is not None else None
     if key is not None and remember is not None and (hit := remembered.recall(remember, key)) is not None:
-        return Report(str(loaded.path), found + hit, {})
+        return Report(str(loaded.path), found + [_for(f, for_run) for f in hit], {})
     report = inspect(loaded, target)
-    report.findings[:0] = found
-    if key is not None and remember is not None and not report.errors:
+    if key is not None and remember is not None and not errors(report.findings):
         files = [d["resolved"] for d in report.facts.get("data", []) if d.get("resolved")]
-        remembered.store(remember, key, report.findings[len(found):], files)
+        remembered.store(remember, key, report.findings, files)
+    said = {f.rule for f in found}
+    report.findings[:] = found + [_for(f, for_run) for f in report.findings
+                                  if not ("model-unavailable" in said and f.rule in MOOT_WITHOUT_A_MODEL)]
     return report
+
+
+#: what a model that cannot be loaded at all makes moot
+MOOT_WITHOUT_A_MODEL = ("architecture-unknown", "tokenizer-unavailable")
+
+
+def _for(f: Finding, for_run: bool) -> Finding:
+    """A finding as the command sees it: a run here is stopped by what this machine lacks."""
+    from pipeline.checks.registry import STOPS_A_RUN
+
+    return replace(f, severity="error") if for_run and f.rule in STOPS_A_RUN else f
 
 
 def with_overrides(loaded: config.LoadedConfig, overrides: dict[str, Any] | None) -> config.LoadedConfig:

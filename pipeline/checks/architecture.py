@@ -1,4 +1,5 @@
-"""The model's shape (its config.json), found offline: shipped here, a local folder, or the local cache."""
+"""The model's shape (its config.json): shipped here, a local folder, the Hugging Face cache, or the hub
+(asked once, the answer kept in $PIPELINE_CACHE/hub/)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.checks import hub
 from pipeline.core import models
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
 
 def architecture(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Finding | None]:
-    """The model's config.json, from what ships here, a local folder or the local Hugging Face cache."""
+    """The model's config.json, from what ships here, a local folder, the Hugging Face cache or the hub."""
     import json
 
     key = "base_model_config" if cfg.get("base_model_config") else "base_model"
@@ -31,13 +33,10 @@ def architecture(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[dict[str
         return models.architecture_config(ref), None
     if (Path(ref) / "config.json").is_file():
         return json.loads((Path(ref) / "config.json").read_text()), None
-    try:
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(ref, local_files_only=True).to_dict(), None
-    except Exception:  # noqa: BLE001 - not available offline, whatever the reason
-        return None, Finding(str(loaded.path), line, "architecture-unknown",
-                             f"{ref!r} has no config.json here (not shipped in pipeline/architectures, not a local "
-                             f"folder, not in the Hugging Face cache): parameter counts, the memory estimate and "
-                             f"the context-length check are skipped; add its config.json to "
-                             f"pipeline/architectures/", "warning")
+    if (found := hub.config_json(ref, cfg.get("revision_of_model"))) is not None:
+        return found, None
+    return None, Finding(str(loaded.path), line, "architecture-unknown",
+                         f"{ref!r} has no config.json here (not shipped in pipeline/architectures, not a local "
+                         f"folder, not in the Hugging Face cache, and the hub was not reached): parameter counts, the "
+                         f"memory estimate and the context-length check are skipped; run the check once where the "
+                         f"hub answers (it keeps the config.json), or add it to pipeline/architectures/", "warning")

@@ -261,6 +261,7 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
         return
     role_key, content_key = _mapping(ds.entry)
     roles = _roles(ds.entry)
+    explicit = isinstance(ds.entry.get("roles"), dict) and bool(ds.entry.get("roles"))
     trained = _trained_roles(ds.entry, roles)
     train_all = bool(cfg.get("train_on_inputs"))
     flag = ds.entry.get("message_field_training")
@@ -271,9 +272,13 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
                                f"set message_property_mappings")
             return
         role = str(m[role_key])
-        if role not in roles:
+        # an entry's own `roles:` replaces the defaults, and axolotl passes a role it does not map through as
+        # it is (prompt_strategies/chat_template.py); with the defaults, an unmapped role is a data mistake
+        if role not in roles and not explicit:
             yield "data-role", (f"message {i} has role {role!r}, which axolotl does not know (known: "
-                                f"{', '.join(sorted(roles))}); rename it or map it with `roles:` in the dataset entry")
+                                f"{', '.join(sorted(roles))}): it passes it through unmapped, so the template renders "
+                                f"it as {role!r} and it is never trained; rename it or map it with `roles:` in the "
+                                f"dataset entry")
             continue
         content = m[content_key]
         if content is not None and not isinstance(content, (str, list)):
@@ -281,7 +286,7 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
             continue
         if content is None or (isinstance(content, str) and not content.strip()):
             yield "data-empty-content", f"message {i} ({role}) has empty content; fill it or drop the row"
-        if train_all or roles[role] in trained or (flag and m.get(flag)):
+        if train_all or roles.get(role, role) in trained or (flag and m.get(flag)):
             any_trained = True
     if not any_trained:
         yield "data-no-trained-turn", (f"no message has a trained role ({', '.join(sorted(trained))}), so the row "
@@ -391,7 +396,8 @@ def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(ref, local_files_only=True), ref
+        # never the repository's own code: the check runs none (and transformers would ask on the terminal)
+        return AutoTokenizer.from_pretrained(ref, local_files_only=True, trust_remote_code=False), ref
     except Exception as exc:  # noqa: BLE001 - any failure means: not available offline
         return None, f"tokenizer {ref!r} does not load offline ({type(exc).__name__})"
 

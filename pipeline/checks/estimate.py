@@ -182,8 +182,9 @@ def _shape(arch_json: str) -> Shape:
     weight_shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules()
                      if n and getattr(m, "weight", None) is not None}
     out = model.get_output_embeddings()
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    text = cfg.get_text_config()  # the language model's settings (nested in multimodal configs such as Gemma 3)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
     return Shape(
         model_type=cfg.model_type,
         total_params=sum(p.numel() for p in model.parameters()),
@@ -192,13 +193,13 @@ def _shape(arch_json: str) -> Shape:
         weight_shapes=weight_shapes,
         input_embedding=names[id(model.get_input_embeddings())],
         output_embedding=names.get(id(out)) if out is not None else None,
-        hidden=cfg.hidden_size,
-        layers=cfg.num_hidden_layers,
-        vocab=cfg.vocab_size,
-        intermediate=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size),
+        hidden=text.hidden_size,
+        layers=text.num_hidden_layers,
+        vocab=text.vocab_size,
+        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
         kv_dim=kv_heads * head_dim,
-        max_positions=getattr(cfg, "max_position_embeddings", None),
-        q_dim=cfg.num_attention_heads * head_dim,
+        max_positions=getattr(text, "max_position_embeddings", None),
+        q_dim=text.num_attention_heads * head_dim,
         tied=out is not None and out.weight is model.get_input_embeddings().weight,
     )
 

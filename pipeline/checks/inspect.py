@@ -25,10 +25,15 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     target = target or target_for(loaded)
     where = str(loaded.path)
     found: list[Finding] = []
+    if (cloud := _cloud_keys(cfg)) and not cfg.get("base_model"):
+        found.append(Finding(where, loaded.line(cloud[0]), "not-a-training-config",
+                             f"this is a launcher file for `axolotl train CONFIG --cloud {loaded.path.name}` "
+                             f"({', '.join(cloud)}), not a training config; check the training config instead"))
+        return Report(where, found, {})
 
     mixins, problems = plugin_schemas(loaded, cfg)
     found += problems
-    found += unknown_keys(loaded, cfg, mixins)
+    found += unknown_keys(loaded, cfg, mixins, target)
     axo, problems = axolotl_validation(loaded, cfg, target, mixins)
     found += problems
 
@@ -37,7 +42,13 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     if problem:
         found.append(problem)
     if arch is not None:
-        ctx.shape = estimate.shape(arch)
+        try:
+            ctx.shape = estimate.shape(arch)
+        except Exception as exc:  # noqa: BLE001 - a model type transformers cannot build (its own code, a typo)
+            found.append(Finding(where, loaded.line("base_model"), "architecture-unknown",
+                                 f"transformers cannot build the model from its config.json ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]}): parameter counts, the memory estimate and the context-length "
+                                 f"check are skipped", "warning"))
     ctx.sets, problems = data.check(loaded, axo or cfg)
     found += problems
     ctx.schedule = schedule(ctx)
@@ -47,6 +58,15 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
             found.append(Finding(where, loaded.line(*keys) if keys else None, rule_id, message, severity))
     found = [replace(f, severity=severity_of(f.rule, f.severity)) for f in drop_covered(found)]
     return Report(where, found, facts(ctx))
+
+
+#: keys of axolotl's cloud launcher files (axolotl/cli/cloud: modal and baseten), which a training config has not
+CLOUD_KEYS = ("provider", "gpu", "gpu_count", "node_count", "secrets", "volumes", "dockerfile_commands",
+              "memory_preprocess", "timeout_preprocess")
+
+
+def _cloud_keys(cfg: dict[str, Any]) -> list[str]:
+    return [k for k in CLOUD_KEYS if k in cfg]
 
 
 def facts(ctx: Context) -> dict[str, Any]:

@@ -17,10 +17,19 @@ if TYPE_CHECKING:
 
 #: rule id -> (severity, what it catches); rules registered with @rule add themselves
 RULES: dict[str, tuple[str, str]] = {
+    "not-a-training-config": ("error", "a file that is not a training config (axolotl's --cloud launcher file)"),
     "unknown-key": ("error", "a key axolotl's schema does not know (axolotl drops it and uses its default)"),
+    "ignored-key": ("warning", "a key axolotl drops whose value is what happens without it (empty, or the "
+                               "default that applies)"),
     "axolotl-validation": ("error", "axolotl's own validation rejects the config"),
+    "axolotl-needs-package": ("warning", "axolotl's validation needs a package that is not installed here"),
     "plugin-import": ("error", "a plugin that does not import (axolotl logs it and trains on without it)"),
+    "code-will-run": ("warning", "Python from outside axolotl and transformers that the run would execute: "
+                                 "trust_remote_code, a model's auto_map, a plugin outside axolotl"),
     "model-unknown": ("error", "a pipeline:// model that does not exist"),
+    "model-unavailable": ("error", "a base model the run cannot load: not on the hub, gated without access, a "
+                                   "folder without config.json or weights"),
+    "model-offline": ("warning", "a base model not in the Hugging Face cache while the hub cannot be asked"),
     "architecture-unknown": ("warning", "the model's config.json is not available offline: estimate and "
                                         "shape rules skipped"),
     "data-missing": ("error", "a dataset file that does not exist"),
@@ -48,6 +57,11 @@ RULES: dict[str, tuple[str, str]] = {
     "eval-gates": ("error", "an unknown evaluate gate, or one that is not a number"),
     "eval-data-missing": ("error", "a pipeline.evaluate file (style_terms, heldout) that does not exist"),
 }
+
+
+#: warnings of `pipeline check` (which may run elsewhere than the training) about what this machine lacks,
+#: which stop `smoke` and `train`: they run here
+STOPS_A_RUN = {"model-offline", "axolotl-needs-package"}
 
 
 def severity(rule_id: str, default: str = "error") -> str:

@@ -4,7 +4,7 @@
 launching process (axolotl's schema pulls in torch). A result with no errors (warnings allowed) is kept in
 `$PIPELINE_CACHE/checks/<key>.json` and replayed while nothing changed. The key is content, never a name,
 size or time: the config's text, the `--set` overrides, the checking code (every module of
-`pipeline.checks`, the section schema and the config loader), axolotl's version, the target (device, card,
+`pipeline.checks`, the section schema and the config loader, the shipped shapes), axolotl's version, the target (device, card,
 memory) and the working directory (relative data paths). The entry also lists every data file the check
 read with its sha256, recomputed on recall: an edited dataset is checked afresh even when its size and
 modification time are unchanged. Errors are never remembered.
@@ -25,6 +25,7 @@ from pipeline.core.errors import Finding
 
 _PACKAGE = Path(__file__).resolve().parent
 _CORE = _PACKAGE.parent / "core"
+_SHAPES = _PACKAGE.parent / "architectures"
 #: plumbing whose behaviour a remembered result also depends on
 _CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py", "safeio.py")
 
@@ -39,6 +40,8 @@ def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any])
         h.update(source.read_bytes())
     for name in _CORE_CODE:
         h.update((_CORE / name).read_bytes())
+    for shape in sorted(_SHAPES.rglob("*.json")):  # the shipped shapes and the ids that name them
+        h.update(shape.read_bytes())
     h.update(json.dumps({"config": str(loaded.path.resolve()), "text": loaded.text, "overrides": overrides,
                          "axolotl": axolotl, "target": target, "cwd": os.getcwd()},
                         default=str, sort_keys=True).encode())

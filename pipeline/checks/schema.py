@@ -26,11 +26,16 @@ def _schema(mixins: list[type], capabilities: bool) -> type:
 
 
 
-def _dataset_model(cfg: Mapping[str, Any]) -> type:
-    from axolotl.utils.schemas.datasets import DPODataset, KTODataset, SFTDataset
+def _dataset_model(cfg: Mapping[str, Any], entry: Mapping[str, Any] | None = None) -> type:
+    """The model axolotl's validate_config turns a dataset entry into before validating the config."""
+    from axolotl.utils.schemas.datasets import DPODataset, KTODataset, SFTDataset, SyntheticDataset
 
     rl = cfg.get("rl")
-    return DPODataset if rl in ("dpo", "ipo", "simpo") else KTODataset if rl == "kto" else SFTDataset
+    if rl in ("dpo", "ipo", "simpo"):
+        return DPODataset
+    if rl == "kto":
+        return KTODataset
+    return SyntheticDataset if entry is not None and entry.get("type") == "_synthetic" else SFTDataset
 
 
 
@@ -48,16 +53,88 @@ def _model_in(annotation: Any) -> type | None:
 
 
 def _known(model: type) -> list[str]:
-    names = []
-    for name, f in model.model_fields.items():  # type: ignore[attr-defined]
-        names.append(name)
-        if isinstance(f.alias, str):
-            names.append(f.alias)
+    return [n for name in model.model_fields for n in _known_as(model, name)]  # type: ignore[attr-defined]
+
+
+def _known_as(model: type, name: str) -> list[str]:
+    """A field's name and every alias axolotl's config may spell it with."""
+    from pydantic import AliasChoices
+
+    f = model.model_fields[name]  # type: ignore[attr-defined]
+    names = [name]
+    for alias in (f.alias, f.validation_alias):
+        if isinstance(alias, str):
+            names.append(alias)
+        elif isinstance(alias, AliasChoices):
+            names += [c for c in alias.choices if isinstance(c, str)]
     return names
 
 
+def as_axolotl_reads(section: tuple[str | int, ...], key: str) -> str:
+    """The name axolotl judges a key by, after the renames its validators apply to a raw config
+    (utils/schemas/validation.py): `fsdp_`-prefixed keys of fsdp_config lose the prefix, with a
+    deprecation warning (`check_fsdp_config_kwargs_prefix`)."""
+    if section == ("fsdp_config",) and key.startswith("fsdp_") and key != "fsdp_version":
+        return key.replace("fsdp_", "")
+    return key
 
-def unknown_keys(loaded: LoadedConfig, cfg: Mapping[str, Any], mixins: list[type]) -> list[Finding]:
+
+#: what axolotl 0.19.0 does when these keys, which it drops, are absent: set to that, a key changes
+#: nothing (an `ignored-key` warning, not an error). (section, key) -> the value that takes effect.
+DROPPED_DEFAULTS: dict[tuple[str, str], Any] = {
+    # fsdp_config keys FSDPConfig does not have; transformers' and accelerate's defaults apply
+    ("fsdp_config", "sharding_strategy"): "FULL_SHARD",
+    ("fsdp_config", "limit_all_gathers"): True,
+    ("fsdp_config", "forward_prefetch"): False,
+    ("fsdp_config", "backward_prefetch"): "NO_PREFETCH",
+    # DPODataset drops these; prompt_strategies/dpo/chat_template.py falls back to its own defaults
+    ("datasets", "message_property_mappings"): {"role": "role", "content": "content"},
+    ("datasets", "roles"): {"user": ["user"], "assistant": ["assistant"], "system": ["system"], "tool": ["tool"]},
+    # validate_config turns a stepwise entry into an SFTDataset, which drops these; the strategy's defaults
+    ("datasets", "step_separator"): "\n",
+    ("datasets", "train_on_last_step_only"): False,
+}
+
+def _dtype_of(cfg: Mapping[str, Any], target: Target | None) -> str | None:
+    """The dtype axolotl trains in from bf16 / fp16: `auto` is bf16 on a card that has it (or an unknown one)."""
+    bf16, fp16 = cfg.get("bf16", "auto"), cfg.get("fp16")
+    if bf16 is True:
+        return "bfloat16"
+    if fp16 is True:
+        return "float16"
+    if bf16 == "auto" and target is not None and target.device == "gpu" and target.bf16 is not False:
+        return "bfloat16"
+    return None
+
+
+#: a better hint than the nearest spelling, for keys other trainers use
+HINTS = {
+    "eta_min": "axolotl's cosine schedule takes cosine_min_lr_ratio (the floor as a fraction of learning_rate)",
+    "torch_dtype": "axolotl takes the dtype from bf16 / fp16",
+    "adam_eps": "did you mean 'adam_epsilon'?",
+}
+
+
+def _changes_nothing(section: str, key: str, value: Any, cfg: Mapping[str, Any], target: Target | None) -> bool:
+    """A dropped key whose value is what happens anyway: empty, or axolotl's effective default."""
+    if value is None:
+        return True
+    if (section, key) == ("", "torch_dtype"):  # axolotl sets the dtype from bf16 / fp16 (normalize_config)
+        return str(value).replace("torch.", "") == _dtype_of(cfg, target)
+    if (section, key) not in DROPPED_DEFAULTS:
+        return False
+    default = DROPPED_DEFAULTS[(section, key)]
+    if key == "roles" and isinstance(value, Mapping):  # a mapping the default already contains
+        pairs = {(str(s), str(t)) for t, sources in value.items() for s in (sources or [])}
+        return pairs <= {(s, t) for t, sources in default.items() for s in sources}
+    if isinstance(default, str) and isinstance(value, str):
+        return value.upper() == default.upper() if section == "fsdp_config" else value == default
+    return bool(value == default)
+
+
+
+def unknown_keys(loaded: LoadedConfig, cfg: Mapping[str, Any], mixins: list[type],
+                 target: Target | None = None) -> list[Finding]:
     """Keys axolotl's schema does not know, at the top level and inside the sections it models."""
     found: list[Finding] = []
 
@@ -70,24 +147,33 @@ def unknown_keys(loaded: LoadedConfig, cfg: Mapping[str, Any], mixins: list[type
             key = str(key)
             if not path and key == PIPELINE_KEY:
                 continue
+            written, key = key, as_axolotl_reads(path, key)
             if key not in known:
-                near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = f"did you mean {near[0]!r}?" if near else "remove it or check the spelling"
                 where = "" if not path else " in " + ".".join(str(p) for p in path)
-                found.append(Finding(str(loaded.path), loaded.line(*path, key), "unknown-key",
-                                     f"axolotl does not know {key!r}{where} and silently ignores it; {hint}"))
+                said = written if written == key else f"{written} ({key} once axolotl drops the fsdp_ prefix)"
+                if _changes_nothing(str(path[0]) if path else "", key, sub, cfg, target):
+                    found.append(Finding(str(loaded.path), loaded.line(*path, written), "ignored-key",
+                                         f"axolotl does not read {said!r}{where}; its value {sub!r} is what "
+                                         f"happens without it, so it changes nothing: remove it", "warning"))
+                    continue
+                near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = HINTS.get(key) or (f"did you mean {near[0]!r}?" if near else "remove it or check the spelling")
+                if (section := (str(path[0]) if path else "", key)) in DROPPED_DEFAULTS:
+                    hint = f"{DROPPED_DEFAULTS[section]!r} applies instead; remove it (axolotl passes no such setting on)"
+                found.append(Finding(str(loaded.path), loaded.line(*path, written), "unknown-key",
+                                     f"axolotl does not know {said!r}{where} and silently ignores it; {hint}"))
                 continue
-            name = next((n for n, f in fields.items() if key in (n, f.alias)), key)
-            if not path and name in ("datasets", "test_datasets"):
-                inner: type | None = _dataset_model(cfg)
-            else:
-                inner = _model_in(fields[name].annotation)
-            if inner is None:
-                continue
+            name = next((n for n in fields if key in _known_as(model, n)), key)
             items = list(enumerate(sub)) if isinstance(sub, list) else [(None, sub)]
             for i, item in items:
-                if isinstance(item, Mapping):
-                    walk(inner, item, (*path, key) if i is None else (*path, key, i))
+                if not isinstance(item, Mapping):
+                    continue
+                if not path and name in ("datasets", "test_datasets"):
+                    inner: type | None = _dataset_model(cfg, item)
+                else:
+                    inner = _model_in(fields[name].annotation)
+                if inner is not None:
+                    walk(inner, item, (*path, written) if i is None else (*path, written, i))
 
     walk(_schema(mixins, capabilities=False), cfg, ())
     return found
@@ -112,12 +198,12 @@ def _capabilities(target: Target) -> tuple[dict[str, Any], dict[str, Any]] | Non
 def axolotl_validation(loaded: LoadedConfig, cfg: Mapping[str, Any], target: Target,
                        mixins: list[type]) -> tuple[dict[str, Any] | None, list[Finding]]:
     """Run axolotl's validation as `axolotl train` does (utils/config validate_config, with the target's
-    capabilities); its errors become findings. Returns the validated config, or None if rejected."""
+    capabilities); its errors become findings, whatever it raises. Returns the validated config, or None
+    if rejected."""
     from pydantic import ValidationError
 
     found: list[Finding] = []
     body = copy.deepcopy(dict(cfg))
-    ds_model = _dataset_model(cfg)
     entries = body.get("datasets")
     if isinstance(entries, list):
         for i, entry in enumerate(entries):
@@ -125,7 +211,7 @@ def axolotl_validation(loaded: LoadedConfig, cfg: Mapping[str, Any], target: Tar
                 continue
             try:
                 with quiet():
-                    entries[i] = ds_model(**entry)
+                    entries[i] = _dataset_model(cfg, entry)(**entry)
             except ValidationError as exc:
                 found += _validation_findings(loaded, cfg, exc, ("datasets", i))
     if found:
@@ -136,13 +222,25 @@ def axolotl_validation(loaded: LoadedConfig, cfg: Mapping[str, Any], target: Tar
         body["capabilities"], body["env_capabilities"] = caps
     try:
         with quiet():
-            validated = model(**body).model_dump(mode="json", exclude_none=True)
+            # axolotl dumps without mode="json" (torch dtypes stay objects); ours must be plain data
+            validated = model(**body).model_dump(mode="json", exclude_none=True, fallback=str)
     except ValidationError as exc:
         return None, _validation_findings(loaded, cfg, exc, ())
-    except (ValueError, TypeError) as exc:
-        return None, [Finding(str(loaded.path), None, "axolotl-validation",
-                              f"axolotl rejects the config: {exc}; fix what it names")]
+    except ImportError as exc:  # a validator that needs an optional package (ring_flash_attn, ...)
+        return None, [Finding(str(loaded.path), _first_named_line(loaded, cfg, str(exc)), "axolotl-needs-package",
+                              f"axolotl's validation needs a package that is not installed here: {exc}; install "
+                              f"it where the run happens", "warning")]
+    except Exception as exc:  # noqa: BLE001 - whatever axolotl raises (DeprecationWarning, ...) is a finding
+        return None, [Finding(str(loaded.path), _first_named_line(loaded, cfg, str(exc)), "axolotl-validation",
+                              f"axolotl rejects the config ({type(exc).__name__}): {exc}; fix what it names")]
     return validated, found
+
+
+
+def _first_named_line(loaded: LoadedConfig, cfg: Mapping[str, Any], msg: str) -> int | None:
+    """The line of the first config key a message names (for checks on the whole config)."""
+    named = [w for w in re.findall(r"[a-z][a-z0-9_]+", msg) if w in cfg]
+    return loaded.line(named[0]) if named else None
 
 
 
@@ -156,8 +254,7 @@ def _validation_findings(loaded: LoadedConfig, cfg: Mapping[str, Any], exc: Any,
         msg = re.sub(r"^(Value|Assertion) error, ", "", str(err.get("msg", "")))
         line = loaded.line(*loc) if loc else None
         if line is None or not loc:  # a model-level check: point at the first key its message names
-            named = [w for w in re.findall(r"[a-z][a-z0-9_]+", msg) if w in cfg]
-            line = loaded.line(named[0]) if named else None
+            line = _first_named_line(loaded, cfg, msg)
         where = ".".join(str(p) for p in loc)
         found.append(Finding(str(loaded.path), line, "axolotl-validation",
                              f"axolotl rejects {where + ': ' if where else 'the config: '}{msg}; change the config "

@@ -29,19 +29,16 @@ ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
 RECIPE = 1
 DEFAULT_SEED = 0
 
-#: hub ids of real models whose architecture ships here (used by the estimate and `random/` builds)
-HUB_ARCHITECTURES = {
-    "meta-llama/llama-3.1-8b": "llama-3.1-8b",
-    "meta-llama/llama-3.1-8b-instruct": "llama-3.1-8b",
-    "meta-llama/meta-llama-3.1-8b": "llama-3.1-8b",
-    "meta-llama/meta-llama-3.1-8b-instruct": "llama-3.1-8b",
-    "qwen/qwen2.5-7b": "qwen2.5-7b",
-    "qwen/qwen2.5-7b-instruct": "qwen2.5-7b",
-    "qwen/qwen2.5-1.5b": "qwen2.5-1.5b",
-    "qwen/qwen2.5-1.5b-instruct": "qwen2.5-1.5b",
-    "mistralai/mistral-7b-v0.3": "mistral-7b",
-    "mistralai/mistral-7b-instruct-v0.3": "mistral-7b",
-}
+
+
+def _hub_index() -> dict[str, str]:
+    """architectures/index.json: for each shipped shape, the hub ids users write for it."""
+    index = json.loads((ARCHITECTURES / "index.json").read_text())
+    return {hub_id.lower(): name for name, entry in index.items() for hub_id in entry["ids"]}
+
+
+#: hub ids (lower case) of real models whose shape ships here (used by the checks and `random/` builds)
+HUB_ARCHITECTURES: dict[str, str] = _hub_index()
 
 TINY_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -106,6 +103,22 @@ def is_builtin(ref: str) -> bool:
 
 def known_architectures() -> list[str]:
     return sorted(p.name for p in ARCHITECTURES.iterdir() if (p / "config.json").is_file())
+
+
+def shipped_name(ref: str) -> str | None:
+    """The shipped shape a model reference stands for: a hub id in the index, or pipeline://random/<name>."""
+    if ref.startswith(f"{SCHEME}random/"):
+        return ref[len(f"{SCHEME}random/"):].strip("/") or None
+    return HUB_ARCHITECTURES.get(ref.lower())
+
+
+def known_tokens(name: str) -> set[str] | None:
+    """Special tokens a shipped shape's tokenizer is known to hold (architectures/special_tokens.json)."""
+    families = json.loads((ARCHITECTURES / "special_tokens.json").read_text())
+    for family in families.values():
+        if isinstance(family, dict) and name in family["shapes"]:
+            return set(family["tokens"])
+    return None
 
 
 def architecture_config(name: str) -> dict[str, Any]:
@@ -207,8 +220,9 @@ def _build_random(arch: str, out: Path, seed: int) -> None:
     cfg = AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "architectures"})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     model = model.to_empty(device=device)
+    model.tie_weights()  # to_empty gives tied parameters storage of their own: share it again
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -216,7 +230,10 @@ def _build_random(arch: str, out: Path, seed: int) -> None:
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, cfg.initializer_range, generator=gen)
-    model.model.rotary_emb.__init__(config=cfg, device=device)  # buffers are not parameters
+    for module in model.modules():  # rotary tables are buffers, not parameters: compute them again
+        if type(module).__name__.endswith("RotaryEmbedding") and hasattr(module, "config"):
+            module.__init__(module.config)
+            module.to(device)
     model.save_pretrained(out, safe_serialization=True, max_shard_size="5GB")
     _write_provenance(out, f"random/{arch}", seed)
 

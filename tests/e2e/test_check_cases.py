@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.checks import registry
+from pipeline.checks import registry, rules  # noqa: F401 - registers every config rule
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "tests" / "cases").glob("*.yaml"))
@@ -42,6 +42,7 @@ def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict
 @pytest.fixture(autouse=True)
 def _from_the_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "cases" / "plugins"))  # the cases' own plugin package
     # an empty Hugging Face cache: the cases do not depend on what this machine happens to hold
     import huggingface_hub.constants
 

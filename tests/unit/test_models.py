@@ -61,3 +61,75 @@ def test_random_architecture_model_has_the_shape_of_the_real_one(tmp_path, monke
     assert model.config.hidden_size == 256 and model.config.rope_scaling["rope_type"] == "llama3"
     w = model.model.layers[0].mlp.up_proj.weight
     assert abs(float(w.std()) - 0.02) < 0.002  # initialised, not left as empty memory
+
+
+#: total parameters published for each shipped shape's checkpoint (model cards, the hub's safetensors counts)
+PUBLISHED_PARAMETERS = {
+    "llama-3.2-1b": 1_235_814_400, "llama-3.2-3b": 3_212_749_824, "llama-3-8b": 8_030_261_248,
+    "llama-3.1-8b": 8_030_261_248, "llama-3.1-70b": 70_553_706_496, "llama-2-7b": 6_738_415_616,
+    "tinyllama-1.1b": 1_100_048_384, "mistral-7b-v0.1": 7_241_732_096, "mistral-7b": 7_248_023_552,
+    "mixtral-8x7b": 46_702_792_704, "qwen2.5-0.5b": 494_032_768, "qwen2.5-1.5b": 1_543_714_304,
+    "qwen2.5-3b": 3_085_938_688, "qwen2.5-7b": 7_615_616_512, "qwen2.5-14b": 14_770_033_664,
+    "qwen2.5-32b": 32_763_876_352, "qwen2.5-72b": 72_706_203_648, "qwen3-0.6b": 596_049_920,
+    "qwen3-1.7b": 1_720_574_976, "qwen3-4b": 4_022_468_096, "qwen3-8b": 8_190_735_360, "qwen3-14b": 14_768_307_200,
+    "qwen3-32b": 32_762_123_264, "qwen3-30b-a3b": 30_532_122_624, "gemma-2-2b": 2_614_341_888,
+    "gemma-2-9b": 9_241_705_984, "gemma-2-27b": 27_227_128_320, "gemma-3-1b": 999_885_952,
+    "gemma-3-4b": 4_300_079_472, "gemma-3-12b": 12_187_325_040, "gemma-3-27b": 27_432_406_640,
+    "phi-3-mini-4k": 3_821_079_552, "phi-3.5-mini": 3_821_079_552, "phi-4": 14_659_507_200,
+    "smollm2-135m": 134_515_008, "smollm2-360m": 361_821_120, "smollm2-1.7b": 1_711_376_384,
+    "olmo-2-7b": 7_298_617_344, "olmo-2-1b": 1_484_916_736,
+}
+
+
+def test_every_shipped_shape_builds_with_its_published_size():
+    """Every config.json builds on the meta device into a model of the size published for the checkpoint."""
+    from pipeline.checks import estimate
+
+    assert set(models.known_architectures()) == set(PUBLISHED_PARAMETERS)
+    built = {name: estimate.shape(models.architecture_config(name), cache=False).total_params
+             for name in models.known_architectures()}
+    assert built == PUBLISHED_PARAMETERS
+
+
+def test_hub_ids_users_write_map_to_shipped_shapes():
+    index = json.loads((models.ARCHITECTURES / "index.json").read_text())
+    assert set(index) == set(models.known_architectures())
+    for hub_id, shape in {"NousResearch/Meta-Llama-3.1-8B": "llama-3.1-8b", "unsloth/Llama-3.2-1B-Instruct":
+                          "llama-3.2-1b", "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b", "google/gemma-3-4b-it": "gemma-3-4b",
+                          "meta-llama/Llama-3.3-70B-Instruct": "llama-3.1-70b", "NousResearch/Llama-2-7b-hf":
+                          "llama-2-7b", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}.items():
+        assert models.shipped_name(hub_id) == shape
+        assert models.architecture_config(hub_id) == models.architecture_config(shape)
+    assert models.shipped_name("pipeline://random/qwen3-8b") == "qwen3-8b"
+
+
+def test_random_build_of_a_real_small_shape_loads_and_runs(tmp_path, monkeypatch):
+    """pipeline://random/smollm2-135m at its real size: tied embeddings stay tied, the weights load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
+    model = AutoModelForCausalLM.from_pretrained(models.resolve("pipeline://random/smollm2-135m"))
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMETERS["smollm2-135m"]
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_random_build_of_a_multimodal_shape(tmp_path, monkeypatch):
+    """Gemma 3's text config nests inside a vision-language one: built and loaded, shrunk only in size."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
+    cfg = models.architecture_config("gemma-3-4b")
+    cfg["text_config"].update(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                              num_key_value_heads=1, head_dim=32, vocab_size=4096)
+    cfg["vision_config"].update(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                image_size=56)
+    cfg["mm_tokens_per_image"] = 4
+    (tmp_path / "arch" / "small-gemma-3").mkdir(parents=True)
+    (tmp_path / "arch" / "small-gemma-3" / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(models, "ARCHITECTURES", tmp_path / "arch")
+    model = AutoModelForCausalLM.from_pretrained(models.resolve("pipeline://random/small-gemma-3"))
+    assert type(model).__name__ == "Gemma3ForConditionalGeneration"
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

@@ -9,24 +9,30 @@ from pipeline.checks.context import Context, as_float
 from pipeline.checks.registry import rule
 
 
-def _evaluates(cfg: Mapping[str, Any]) -> str | None:
-    for key in ("eval_steps", "evals_per_epoch"):
-        if cfg.get(key):
-            return key
-    if cfg.get("eval_strategy") not in (None, "no"):
-        return "eval_strategy"
-    return None
+def _no_eval_data(cfg: Mapping[str, Any]) -> bool:
+    return not as_float(cfg.get("val_set_size") or 0, 0) and not cfg.get("test_datasets")
 
 
 
-@rule("eval-without-data", "error", "evaluation asked for with val_set_size 0 and no test_datasets")
+@rule("eval-without-data", "error", "eval_steps or eval_strategy with val_set_size 0 and no test_datasets")
 def _eval_without_data(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    key = _evaluates(ctx.cfg)
-    if key and not as_float(ctx.cfg.get("val_set_size") or 0, 0) and not ctx.cfg.get("test_datasets"):
-        fate = ("axolotl rejects it" if key != "evals_per_epoch"
-                else "axolotl accepts it and never evaluates")
-        yield (key,), (f"{key} is set but val_set_size is 0 and there are no test_datasets: {fate}; add "
+    cfg = ctx.cfg
+    # axolotl's check_evals rejects it when val_set_size is 0; unset, transformers' Trainer does
+    if (cfg.get("eval_steps") or cfg.get("eval_strategy")) and cfg.get("eval_strategy") != "no" \
+            and _no_eval_data(cfg):
+        key = "eval_steps" if cfg.get("eval_steps") else "eval_strategy"
+        yield (key,), (f"{key} is set but val_set_size is 0 and there are no test_datasets: axolotl rejects it "
+                       f"(or, with val_set_size unset, the trainer stops when it builds the evaluation); add "
                        f"test_datasets (a pre-split validation file) or a val_set_size, or remove {key}")
+
+
+
+@rule("eval-never-runs", "warning", "evals_per_epoch with val_set_size 0 and no test_datasets (a no-op)")
+def _eval_never_runs(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if ctx.cfg.get("evals_per_epoch") and not ctx.cfg.get("eval_steps") and _no_eval_data(ctx.cfg):
+        yield ("evals_per_epoch",), ("evals_per_epoch is set but val_set_size is 0 and there are no test_datasets: "
+                                     "axolotl accepts it and never evaluates; add test_datasets or a val_set_size "
+                                     "to have evaluations, or remove evals_per_epoch")
 
 
 

@@ -21,8 +21,40 @@ def _embedding_leaves(ctx: Context) -> list[str]:
 
 
 
-def _adds_tokens(cfg: Mapping[str, Any]) -> bool:
-    return bool(cfg.get("tokens") or cfg.get("added_tokens_overrides") or cfg.get("special_tokens"))
+def _adds_tokens(ctx: Context) -> bool:
+    """Whether the config adds tokens to the vocabulary: `tokens` or `special_tokens` that the tokenizer does
+    not already hold (where that cannot be known, they count as new)."""
+    cfg = ctx.cfg
+    if cfg.get("added_tokens_overrides"):
+        return True
+    named = _named_tokens(cfg)
+    if not named:
+        return False
+    have = _tokenizer_has(ctx)
+    return have is None or any(t not in have for t in named)
+
+
+def _named_tokens(cfg: Mapping[str, Any]) -> list[str]:
+    special = cfg.get("special_tokens") or {}
+    named = [str(t) for t in (cfg.get("tokens") or [])]
+    if isinstance(special, Mapping):
+        for value in special.values():
+            named += [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
+    return named
+
+
+def _tokenizer_has(ctx: Context) -> set[str] | None:
+    """The tokens the model's tokenizer holds: all of them where the tokenizer loads here, the special ones of
+    a shipped shape otherwise (architectures/special_tokens.json), else None."""
+    from pipeline.checks import data
+    from pipeline.core import models
+
+    tokenizer, _ = data.tokenizer_for(ctx.cfg)
+    if tokenizer is not None:
+        return set(tokenizer.get_vocab())
+    ref = str(ctx.cfg.get("tokenizer_config") or ctx.cfg.get("base_model") or "")
+    name = models.shipped_name(ref)
+    return models.known_tokens(name) if name else None
 
 
 
@@ -31,11 +63,13 @@ def _adds_tokens(cfg: Mapping[str, Any]) -> bool:
 def _save_without_tokens(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
     saved = [str(x) for x in (ctx.cfg.get("lora_modules_to_save") or [])]
     embeddings = [e for e in saved if e in _embedding_leaves(ctx)]
-    if not ctx.adapter or not embeddings or _adds_tokens(ctx.cfg):
+    if not ctx.adapter or not embeddings or _adds_tokens(ctx):
         return
+    named = _named_tokens(ctx.cfg)
+    none_new = f" (the tokenizer already has {', '.join(dict.fromkeys(named))})" if named else ""
     if ctx.shape is None:
         yield ("lora_modules_to_save",), (f"lora_modules_to_save {embeddings} trains full copies of the embeddings "
-                                          f"though the config adds no tokens; remove it unless you add tokens")
+                                          f"though the config adds no tokens{none_new}; remove it unless you add tokens")
         return
     added, _ = estimate.modules_to_save(ctx.shape, {"lora_modules_to_save": embeddings})
     shapes = [_weight_shape(ctx.shape, e) for e in embeddings]
@@ -47,7 +81,8 @@ def _save_without_tokens(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], 
     extra = _extra_memory(ctx, embeddings)
     yield ("lora_modules_to_save",), (
         f"lora_modules_to_save {embeddings} adds {count(sum(added.values()))} trainable parameters ({how}) to LoRA's "
-        f"{count(lora)}{extra}, though the config adds no tokens; remove it unless you add tokens to the vocabulary")
+        f"{count(lora)}{extra}, though the config adds no tokens{none_new}; remove it unless you add tokens to the "
+        f"vocabulary")
 
 
 
@@ -75,7 +110,7 @@ def _extra_memory(ctx: Context, saved: list[str]) -> str:
 @rule("new-tokens-without-modules-to-save", "error",
       "new tokens with an adapter but the embeddings not in lora_modules_to_save")
 def _tokens_without_save(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    if not ctx.adapter or not ctx.cfg.get("tokens"):
+    if not ctx.adapter or not ctx.cfg.get("tokens") or not _adds_tokens(ctx):
         return
     need = _embedding_leaves(ctx)
     have = [str(x) for x in (ctx.cfg.get("lora_modules_to_save") or [])]

@@ -80,13 +80,22 @@ def _warmup_zero(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
 @rule("batch-larger-than-dataset", "warning", "an effective batch larger than the training set")
 def _batch_vs_data(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
     s = ctx.schedule
-    if s.sequences and s.batch > s.sequences:
+    if s.sequences:
+        most, exact = s.sequences, s.exact
         what = "packed sequences" if ctx.get("sample_packing") else "rows"
+    else:  # steps not computed (val_set_size carves rows, or packing without token lengths): rows bound it
+        train = [d for d in ctx.sets if d.key == "datasets"]
+        local = [e for e in (ctx.cfg.get("datasets") or []) if isinstance(e, dict)]
+        if not train or len(train) != len(local):
+            return
+        most, exact = sum(len(d.rows) for d in train), not ctx.get("val_set_size")
+        what = "rows (packed sequences never outnumber rows)" if ctx.get("sample_packing") else "rows"
+    if s.batch > most:
+        mbs = max(as_int(ctx.get("micro_batch_size", 1), 1), 1)
         yield ("gradient_accumulation_steps",), (
             f"one optimizer step wants {s.batch} sequences (micro_batch_size x gradient_accumulation_steps) but "
-            f"training has {'' if s.exact else 'at most '}{s.sequences} {what}: an epoch is less than one full step; lower "
-            f"gradient_accumulation_steps to {max(1, s.sequences // max(as_int(ctx.get('micro_batch_size', 1), 1), 1))} "
-            f"or less")
+            f"training has {'' if exact else 'at most '}{most} {what}: an epoch is less than one full step; lower "
+            f"gradient_accumulation_steps to {max(1, most // mbs)} or less")
 
 
 
