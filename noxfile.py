@@ -88,7 +88,7 @@ def check(session: nox.Session) -> None:
 
 @nox.session
 def train(session: nox.Session) -> None:
-    """Full training through axolotl (the tiny config without a GPU); `-- --resume` continues."""
+    """Full training through axolotl (the real SmolLM2-135M config without a GPU); `-- --resume` continues."""
     pipeline(session, "train", *session.posargs)
 
 

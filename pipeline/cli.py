@@ -19,6 +19,8 @@ from pipeline import __version__
 from pipeline.core.errors import ExitCode, UserError
 
 CPU_DEFAULT = ["configs/tiny_cpu.yaml"]
+#: training without a GPU: the real 135M model (smoke keeps the tiny one: seconds, nothing to fetch; see README)
+CPU_TRAIN_DEFAULT = "configs/smollm2_cpu.yaml"
 GPU_DEFAULT = ["configs/lora_style_transfer.yaml", "configs/qlora_style_transfer.yaml"]
 
 
@@ -27,6 +29,13 @@ def default_configs() -> list[str]:
     import torch
 
     return GPU_DEFAULT if torch.cuda.is_available() else CPU_DEFAULT
+
+
+def default_train_config() -> str:
+    """The LoRA 8B config where CUDA answers, else the real small model's CPU config."""
+    import torch
+
+    return GPU_DEFAULT[0] if torch.cuda.is_available() else CPU_TRAIN_DEFAULT
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a config through axolotl; --resume continues an interrupted run",
                        description="Train CONFIG through axolotl in a new run folder (checkpoints in "
                                    "RUN/output). With no CONFIG: configs/lora_style_transfer.yaml where CUDA "
-                                   "answers, else configs/tiny_cpu.yaml. --resume continues the newest "
+                                   "answers, else configs/smollm2_cpu.yaml (the real SmolLM2-135M-Instruct). "
+                                   "--resume continues the newest "
                                    "unfinished train run (or RUN) from its last complete checkpoint, in the "
                                    "same folder.")
     p.add_argument("config", nargs="?", default=None, metavar="CONFIG", help="axolotl YAML file")
@@ -183,7 +193,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
         from pipeline import train
 
-        cfg = args.config if args.config or args.resume is not None else default_configs()[0]
+        cfg = args.config if args.config or args.resume is not None else default_train_config()
         return train.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),
                           runs_dir=runs.runs_root(args.runs_dir), gpus=args.gpus)
     if args.command == "merge":

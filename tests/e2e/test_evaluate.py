@@ -1,4 +1,4 @@
-"""train -> merge -> evaluate as the nox sessions run them: the default (tiny CPU) config, end to end."""
+"""train -> merge -> evaluate as the nox sessions run them, on the tiny CPU config, end to end."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, cli, gpu_count) -> tuple[Path, dict]:
-    """`pipeline train`, `pipeline merge --auto`, `pipeline evaluate --latest` with no config named."""
+def evaluated(tmp_path_factory, cli) -> tuple[Path, dict]:
+    """`pipeline train configs/tiny_cpu.yaml`, `pipeline merge --auto`, `pipeline evaluate --latest`."""
     runs_dir = tmp_path_factory.mktemp("e2e") / "runs"
-    # no config named: the CPU default; where CUDA answers the default is the 8B config, so name the tiny one
-    train = ["train"] if gpu_count == 0 else ["train", "configs/tiny_cpu.yaml"]
-    for args in (train, ["merge", "--auto"], ["evaluate", "--latest"]):
+    # the tiny config: the CPU default, the real model, trains for minutes (tests/e2e/test_smollm2.py runs 3 steps)
+    for args in (["train", "configs/tiny_cpu.yaml"], ["merge", "--auto"], ["evaluate", "--latest"]):
         proc = cli(*args, "--runs-dir", str(runs_dir))
         assert proc.returncode == 0, (args, proc.stderr[-3000:])
     (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
