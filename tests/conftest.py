@@ -92,10 +92,38 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync"]
 
 
+class Shown:
+    """What Chromium showed of a page: the DOM it built and its screenshot."""
+
+    def __init__(self, dom: str, shot: Path) -> None:
+        self.dom, self.shot = dom, shot
+
+    def marked(self) -> list[str]:
+        """Texts of the highlighted coined terms, in page order."""
+        import re
+
+        return re.findall(r'<mark class="term">([^<]*)</mark>', self.dom)
+
+    def columns(self) -> list[list[str]]:
+        """Per example section of the report, the models of its columns, in order."""
+        import re
+
+        sections = re.findall(r'<section class="example" id="example-\d+">(.*?)</section>', self.dom, re.S)
+        return [re.findall(r'<div class="model \w+"><h4>(\w+)</h4>', s) for s in sections]
+
+    def pixels(self, hex_colour: str) -> int:
+        """How many pixels of the screenshot have exactly this colour."""
+        from PIL import Image
+
+        want = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+        with Image.open(self.shot) as img:
+            return sum(1 for p in img.convert("RGB").getdata() if p == want)
+
+
 @pytest.fixture(scope="session")
 def chromium():
-    """render(html_path, folder, size) -> (the DOM Chromium built, its screenshot PNG): Debian's `chromium`,
-    each call with a fresh profile. Skipped with the reason where it is absent; CI (CI=true) must have it."""
+    """show(html_path, folder, size) -> Shown: the page opened in Debian's `chromium`, headless, with a fresh
+    profile each time. Skipped with the reason where it is absent; CI (CI=true) must have it."""
     import shutil
     import tempfile
 
@@ -106,7 +134,7 @@ def chromium():
             pytest.fail(f"{reason}; .ci/run installs it")
         pytest.skip(reason)
 
-    def render(page: Path, folder: Path, size: tuple[int, int] = (1280, 4000)) -> tuple[str, Path]:
+    def show(page: Path, folder: Path, size: tuple[int, int] = (1280, 4000)) -> Shown:
         shot = folder / "screenshot.png"
         common = [binary, *CHROMIUM_FLAGS]
         with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
@@ -118,6 +146,6 @@ def chromium():
             done = subprocess.run([*common, f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()],
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr[-2000:]
-        return done.stdout, shot
+        return Shown(done.stdout, shot)
 
-    return render
+    return show

@@ -59,6 +59,21 @@ def test_the_report_pngs_open_and_show_the_curves_and_bars(evaluated):
     assert manifest["stage"] == "evaluate" and manifest["versions"]["axolotl"] == "0.19.0"
 
 
+def test_the_real_report_in_chromium_shows_each_model_side_by_side(evaluated, chromium, tmp_path):
+    from pipeline import report
+
+    run, result = evaluated
+    shown = chromium(run / "eval" / "report.html", tmp_path)
+    assert shown.columns() == [["base", "tuned", "merged"]] * 4
+    # the tiny model coins no term, the references do: each of theirs is highlighted where it stands
+    terms = [ex["reference"][a:b] for ex in result["per_example"] for a, b in ex["reference_spans"]]
+    generated = [ex[n]["generation"][a:b] for ex in result["per_example"] for n in ("base", "tuned", "merged")
+                 for a, b in ex[n]["spans"]]
+    assert sorted(shown.marked()) == sorted(["highlighted", *terms, *generated]) and len(terms) >= 4
+    assert shown.pixels(report.TERM_HIGHLIGHT) > 100 * len(terms)
+    assert all(shown.pixels(c) > 500 for c in report.COLORS.values())  # the bars and the column borders
+
+
 def test_runs_lists_the_run_as_trained_merged_and_evaluated(cli, evaluated):
     run, _ = evaluated
     proc = cli("runs", "--runs-dir", str(run.parent), "--format", "json")
