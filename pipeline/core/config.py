@@ -245,6 +245,8 @@ def resolve(loaded: LoadedConfig, overrides: Mapping[str, Any] | None = None, *,
             except KeyError as exc:
                 raise UserError.at(str(loaded.path), loaded.line(key), "model-unknown",
                                    f"{exc.args[0]}") from None
+            except models.ModelUnavailable as exc:
+                raise UserError.at(str(loaded.path), loaded.line(key), "model-unavailable", str(exc)) from None
         elif isinstance(ref, str) and not Path(ref).exists():
             offline = False  # a hub id: leave the hub reachable for this run
 

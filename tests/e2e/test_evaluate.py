@@ -1,4 +1,4 @@
-"""train -> merge -> evaluate as the nox sessions run them: the default (tiny CPU) config, end to end."""
+"""train -> merge -> evaluate as the nox sessions run them, on the tiny CPU config, end to end."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, cli, gpu_count) -> tuple[Path, dict]:
-    """`pipeline train`, `pipeline merge --auto`, `pipeline evaluate --latest` with no config named."""
+def evaluated(tmp_path_factory, cli) -> tuple[Path, dict]:
+    """`pipeline train configs/tiny_cpu.yaml`, `pipeline merge --auto`, `pipeline evaluate --latest`."""
     runs_dir = tmp_path_factory.mktemp("e2e") / "runs"
-    # no config named: the CPU default; where CUDA answers the default is the 8B config, so name the tiny one
-    train = ["train"] if gpu_count == 0 else ["train", "configs/tiny_cpu.yaml"]
-    for args in (train, ["merge", "--auto"], ["evaluate", "--latest"]):
+    # the tiny config: the CPU default, the real model, trains for minutes (tests/e2e/test_smollm2.py runs 3 steps)
+    for args in (["train", "configs/tiny_cpu.yaml"], ["merge", "--auto"], ["evaluate", "--latest"]):
         proc = cli(*args, "--runs-dir", str(runs_dir))
         assert proc.returncode == 0, (args, proc.stderr[-3000:])
     (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
@@ -58,6 +57,21 @@ def test_the_report_pngs_open_and_show_the_curves_and_bars(evaluated):
             assert len(set(img.convert("RGB").getdata())) > 50, f"{name} is blank"
     manifest = json.loads((run / "eval" / "manifest.json").read_text())
     assert manifest["stage"] == "evaluate" and manifest["versions"]["axolotl"] == "0.19.0"
+
+
+def test_the_real_report_in_chromium_shows_each_model_side_by_side(evaluated, chromium, tmp_path):
+    from pipeline import report
+
+    run, result = evaluated
+    shown = chromium(run / "eval" / "report.html", tmp_path)
+    assert shown.columns() == [["base", "tuned", "merged"]] * 4
+    # the tiny model coins no term, the references do: each of theirs is highlighted where it stands
+    terms = [ex["reference"][a:b] for ex in result["per_example"] for a, b in ex["reference_spans"]]
+    generated = [ex[n]["generation"][a:b] for ex in result["per_example"] for n in ("base", "tuned", "merged")
+                 for a, b in ex[n]["spans"]]
+    assert sorted(shown.marked()) == sorted(["highlighted", *terms, *generated]) and len(terms) >= 4
+    assert shown.pixels(report.TERM_HIGHLIGHT) > 100 * len(terms)
+    assert all(shown.pixels(c) > 500 for c in report.COLORS.values())  # the bars and the column borders
 
 
 def test_runs_lists_the_run_as_trained_merged_and_evaluated(cli, evaluated):

@@ -181,3 +181,17 @@ def test_bad_train_input_is_one_line_exit_2_and_no_run_folder(cli, runs_dir, arg
     # the last line is the finding (imports of torch and axolotl may print warnings before it)
     assert f": {rule}: " in lines[-1] and sum(f": {rule}: " in line for line in lines) == 1, lines
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_without_a_gpu_train_defaults_to_the_real_model_and_smoke_to_the_tiny_one(monkeypatch, root):
+    import torch
+
+    from pipeline import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.default_train_config() == "configs/smollm2_cpu.yaml"
+    assert cli.default_configs() == ["configs/tiny_cpu.yaml"]
+    source = (root / "configs" / "smollm2_cpu.yaml").read_text()
+    assert "base_model: pipeline://smollm2-135m-instruct" in source
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cli.default_train_config() == "configs/lora_style_transfer.yaml"

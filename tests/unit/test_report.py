@@ -17,15 +17,17 @@ def fake_result(run: runs.Run, merged: bool = True) -> dict:
                         "terms_per_generation": 0.5, "content": 0.6}}
     if merged:
         models["merged"] = dict(models["tuned"])
-    per = [{"source": "Felix saw a comet.", "reference": "Felix saw a skyseed.",
-            **{n: {"generation": f"{n} text | with a pipe", "chrf": 10.0, "terms": ["skyseed"] if n != "base" else [],
-                   "content": 0.5} for n in models}}]
+    per = [{"source": "Felix saw a comet.", "reference": "Felix saw a skyseed.", "reference_spans": [[12, 19]],
+            **{n: {"generation": f"{n} text | with a pipe" + (" <skyseed>" if n != "base" else ""), "chrf": 10.0,
+                   "terms": ["skyseed"] if n != "base" else [],
+                   "spans": [[len(n) + 21, len(n) + 28]] if n != "base" else [], "content": 0.5} for n in models}}]
     return {"run": run.name, "config": "configs/tiny_cpu.yaml", "base_model": "/m", "adapter_type": "lora",
             "examples": 1, "models": models, "per_example": per, "reference": {"style": 1.0, "content": 0.84},
             "gates": [{"gate": "val_loss_drop", "limit": 1.0, "value": 2.94, "ok": True,
                        "meaning": "tuned validation loss at least 1.0 below the base's"}],
             "merged_agreement": {"relative_val_loss_diff": 2e-8, "tolerance": 1e-3, "ok": True,
-                                 "identical_generations": 1, "generations": 1} if merged else None,
+                                 "identical_generations": 1, "generations": 1,
+                                 "generations_must_match": True} if merged else None,
             "ok": True, "runtime_s": 3.0,
             "training": {"steps": 72, "first_loss": 7.6, "final_loss": 4.6, "first_eval_loss": 7.65,
                          "eval_loss": 4.72, "trainable_params": 35584}}
@@ -72,7 +74,13 @@ def test_the_report_has_the_gates_tables_charts_and_escapes_text(tmp_path):
     assert md.startswith("# Evaluation of r: PASSED")
     assert "| Validation loss (assistant turns) | 7.6500 | 4.7100 | 4.7100 | - |" in md
     assert "](base_vs_tuned.png)" in md and "](loss_curves.png)" in md
-    assert "tuned text \\| with a pipe" in md
+    assert "tuned text \\| with a pipe <**skyseed**>" in md and "Felix saw a **skyseed**." in md
+    assert "| merged agrees with tuned | validation loss within 0.001 relative; greedy generations identical | " \
+           "2e-08; 1/1 generations identical | pass |" in md
     page = report.page(result, manifest)
     assert '<img src="base_vs_tuned.png"' in page and '<img src="loss_curves.png"' in page
     assert "<td>val_loss_drop</td>" in page and "&quot;axolotl&quot;: &quot;0.19.0&quot;" in page
+    # side by side: a column per model, the coined term marked, the text around it escaped
+    assert page.count('<div class="model ') == 3
+    assert 'tuned text | with a pipe &lt;<mark class="term">skyseed</mark>&gt;' in page
+    assert 'Felix saw a <mark class="term">skyseed</mark>.' in page
