@@ -1,11 +1,14 @@
 """The `pipeline` command line: it parses, then calls one stage. Stages never call each other.
 
 Exit codes mean the same in every command:
-  0  success
-  1  the run finished but a bound, a gate or (with --strict) a warning failed
-  2  bad input (config, data, arguments): one line per problem, nothing written
-  3  axolotl or another child process failed (its log is in the run folder)
+  0  success: every planned step ran, every bound and gate held
+  1  the run finished but a bound, a gate or (with --strict) a warning failed, or its data changed meanwhile
+  2  bad input (config, data, arguments), a runs folder that cannot be written, or a run another command
+     is writing: one line per problem, nothing written
+  3  axolotl or another child process failed, the disk filled during a run, or a run stopped short of its
+     steps (its log is in the run folder)
   130  interrupted (Ctrl-C or SIGTERM); the run folder is kept, `pipeline train --resume` continues
+What holds when something goes wrong: docs/reliability.md.
 """
 
 from __future__ import annotations

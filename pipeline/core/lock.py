@@ -26,15 +26,25 @@ from pipeline.core.errors import UserError
 NAME = ".lock"
 
 
+#: the locks this process holds, by folder: a command that locks a folder twice (merge, then its check)
+#: is one writer, not two
+_HELD: dict[str, RunLock] = {}
+
+
 class RunLock:
     """An exclusive lock on one run folder; `fd` is passed to children so they hold it too."""
 
     def __init__(self, folder: Path, fd: int, took_over: dict[str, Any] | None) -> None:
         self.folder, self.fd, self.took_over = folder, fd, took_over
+        self.depth = 1
 
     def release(self) -> None:
         if self.fd < 0:
             return
+        self.depth -= 1
+        if self.depth > 0:
+            return
+        _HELD.pop(os.path.realpath(self.folder), None)
         try:
             os.ftruncate(self.fd, 0)  # empty: released cleanly, not by a death
         except OSError:
@@ -54,6 +64,10 @@ class RunLock:
 
 def acquire(folder: Path, command: str | None = None) -> RunLock:
     """Lock `folder` for this process, or raise UserError (run-locked) naming the process that holds it."""
+    held = _HELD.get(os.path.realpath(folder))
+    if held is not None and held.fd >= 0:
+        held.depth += 1
+        return held
     path = folder / NAME
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -80,7 +94,8 @@ def acquire(folder: Path, command: str | None = None) -> RunLock:
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
     except OSError:
         pass  # a full disk: the lock holds all the same, only the holder's name is missing
-    return RunLock(folder, fd, stale)
+    _HELD[os.path.realpath(folder)] = lock = RunLock(folder, fd, stale)
+    return lock
 
 
 def _try_lock(fd: int, tries: int = 5) -> bool:

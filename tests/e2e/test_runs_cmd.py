@@ -76,3 +76,18 @@ def test_no_runs_is_not_an_error(tmp_path, capsys):
     assert "no runs in" in capsys.readouterr().out
     assert runs_cmd.main(runs_dir=tmp_path / "none", output="json") == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_killed_run_shows_the_steps_its_metrics_reached_and_odd_fields_do_not_break_the_list(tmp_path, capsys):
+    make(tmp_path, "20260101-000000-tiny_cpu-train", {
+        "stage": "train", "status": "running", "pid": DEAD_PID, "host": socket.gethostname(),
+        "config": {"path": "/p/configs/tiny_cpu.yaml"}})
+    (tmp_path / "20260101-000000-tiny_cpu-train" / "metrics.jsonl").write_text("".join(
+        json.dumps({"kind": "train", "step": s, "loss": 8.0 - s / 10}) + "\n" for s in range(1, 6)))
+    make(tmp_path, "20260102-000000-odd-train", {"stage": "train", "status": 7, "summary": "lost",
+                                                 "config": [], "merge": "x", "evaluate": {"summary": []}})
+    assert runs_cmd.main(runs_dir=tmp_path) == 0
+    _, _, *rows = capsys.readouterr().out.splitlines()
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    assert cells[0][3:6] == ["killed", "5", "7.500"]
+    assert cells[1][0] == "20260102-000000-odd-train" and cells[1][3:6] == ["-", "-", "-"]

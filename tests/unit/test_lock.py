@@ -90,3 +90,17 @@ def test_a_folder_that_cannot_hold_a_lock_file_is_one_line(tmp_path):
     with pytest.raises(UserError) as exc:
         lock.acquire(tmp_path / "missing")
     assert exc.value.findings[0].rule == "run-unwritable"
+
+
+def test_one_process_that_locks_a_folder_twice_is_one_writer(tmp_path):
+    outer = lock.acquire(tmp_path)
+    inner = lock.acquire(tmp_path)
+    assert inner is outer
+    inner.release()
+    assert lock.holder(tmp_path)["pid"] == os.getpid()  # still held for the outer use
+    proc = subprocess.run([sys.executable, "-c", f"from pathlib import Path; from pipeline.core import lock; "
+                           f"lock.acquire(Path({str(tmp_path)!r}))"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode != 0 and "run-locked" in proc.stderr
+    outer.release()
+    lock.acquire(tmp_path).release()
