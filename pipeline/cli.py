@@ -29,16 +29,16 @@ GPU_DEFAULT = ["configs/lora_style_transfer.yaml", "configs/qlora_style_transfer
 
 def default_configs() -> list[str]:
     """The real configs where CUDA answers, else the embedded tiny one."""
-    import torch
+    from pipeline.checks.target import cuda_answers
 
-    return GPU_DEFAULT if torch.cuda.is_available() else CPU_DEFAULT
+    return GPU_DEFAULT if cuda_answers() else CPU_DEFAULT
 
 
 def default_train_config() -> str:
     """The LoRA 8B config where CUDA answers, else the real small model's CPU config."""
-    import torch
+    from pipeline.checks.target import cuda_answers
 
-    return GPU_DEFAULT[0] if torch.cuda.is_available() else CPU_TRAIN_DEFAULT
+    return GPU_DEFAULT[0] if cuda_answers() else CPU_TRAIN_DEFAULT
 
 
 def _common(p: argparse.ArgumentParser) -> None:

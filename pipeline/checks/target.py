@@ -82,6 +82,38 @@ def _local_cuda() -> tuple[str, tuple[int, int]] | None:
 
 
 
+def cuda_answers() -> bool:
+    """Whether a CUDA GPU is visible here: asked of the NVIDIA driver's own library where there is one, else
+    of torch (ROCm, or no NVIDIA driver). On a freshly started H200 the driver answered in 0.09 s where
+    importing torch to ask took 4.6 s, most of the 9.7 s `pipeline smoke` took to say its model is not there."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    count = _nvml_count()
+    if count is not None:
+        return count > 0
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _nvml_count() -> int | None:
+    """GPUs the NVIDIA driver reports through libnvidia-ml (no pynvml needed), or None without a driver."""
+    import ctypes
+
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        count = ctypes.c_uint(0)
+        return int(count.value) if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == 0 else None
+    finally:
+        nvml.nvmlShutdown()
+
+
 def _torch_cuda() -> tuple[str, tuple[int, int]] | None:
     import torch
 
