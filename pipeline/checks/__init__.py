@@ -53,8 +53,9 @@ def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | N
 
     # asked every time, never remembered: the hub, the cache and the token change under a config
     cfg = {k: v for k, v in loaded.data.items() if k != config.PIPELINE_KEY}
-    found += [_for(f, for_run) for f in loading.model(loaded, cfg)]
-    if for_run and errors(found):
+    model = [_for(f, for_run) for f in loading.model(loaded, cfg)]
+    found += model
+    if for_run and errors(model):
         return Report(str(loaded.path), found, {})  # nothing can start: the rest would only delay saying so
     found += loading.remote_code(loaded, cfg)
 

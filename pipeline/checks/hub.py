@@ -58,7 +58,7 @@ def ask(ref: str, revision: str | None = None) -> Answer:
     """What loading `ref` would meet (see Answer); asked once per process for the same hub settings."""
     from huggingface_hub import constants
 
-    return _ask(ref, revision, constants.ENDPOINT, bool(constants.HF_HUB_OFFLINE), _token_said(),
+    return _ask(ref, revision, constants.ENDPOINT, bool(constants.HF_HUB_OFFLINE), token_set(),
                 str(_cache()), str(constants.HF_HUB_CACHE))
 
 
@@ -80,7 +80,8 @@ def looks_local(ref: str) -> bool:
     return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref or Path(ref).expanduser().is_dir()
 
 
-def _token_said() -> bool:
+def token_set() -> bool:
+    """Whether a token is set in the environment (huggingface_hub reads HF_TOKEN itself)."""
     return bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
 
 

@@ -56,10 +56,10 @@ def _say(key: str, a: hub.Answer) -> str:
 
     page = f"{constants.ENDPOINT.rstrip('/')}/{a.ref}"
     if a.state == "not-found":
-        token = ("the token in HF_TOKEN cannot see it either" if hub._token_said()
+        token = ("the token in HF_TOKEN cannot see it either" if hub.token_set()
                  else "if it is private, set HF_TOKEN to a token that can read it")
-        return (f"{key} {a.ref!r} is not on the Hugging Face hub ({a.detail}): axolotl would stop at model load; "
-                f"fix the id (hub ids look like meta-llama/Llama-3.1-8B; {token})")
+        return (f"{key} {a.ref!r} is not on the Hugging Face hub ({a.detail}) nor a folder here: axolotl would stop "
+                f"at model load; fix the id (hub ids look like meta-llama/Llama-3.1-8B; {token}) or the path")
     if a.state == "gated":
         if a.detail == "HTTP 403":
             what = (f"the token in HF_TOKEN has no access yet: accept the licence at {page} with that account "
