@@ -8,10 +8,14 @@ command takes it over. Axolotl's process inherits the descriptor, so a folder st
 axolotl that outlived a killed `pipeline` is still writing into it.
 
 The file is never deleted: removing a lock file races with a process that has just opened it.
+
+A process that ends by returning or raising (not by a signal that kills it) releases what it still holds
+at exit, so the next command over the same folder (evaluate after train) does not report a takeover.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -60,6 +64,15 @@ class RunLock:
 
     def __exit__(self, *_exc: object) -> None:
         self.release()
+
+
+def _release_all_at_exit() -> None:
+    for held in list(_HELD.values()):
+        held.depth = 1
+        held.release()
+
+
+atexit.register(_release_all_at_exit)
 
 
 def acquire(folder: Path, command: str | None = None) -> RunLock:

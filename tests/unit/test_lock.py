@@ -104,3 +104,15 @@ def test_one_process_that_locks_a_folder_twice_is_one_writer(tmp_path):
     assert proc.returncode != 0 and "run-locked" in proc.stderr
     outer.release()
     lock.acquire(tmp_path).release()
+
+
+def test_a_holder_that_exits_normally_leaves_nothing_to_take_over(tmp_path, capsys):
+    for ending in ("", "raise SystemExit(3)", "raise RuntimeError('boom')"):
+        proc = subprocess.run([sys.executable, "-c", f"from pathlib import Path; from pipeline.core import lock; "
+                               f"lock.acquire(Path({str(tmp_path)!r})); {ending}"], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert proc.returncode != 0 or ending == "", proc.stderr
+        assert (tmp_path / lock.NAME).read_text() == "", ending
+        with lock.acquire(tmp_path) as held:
+            assert held.took_over is None
+        assert "which is gone" not in capsys.readouterr().err
