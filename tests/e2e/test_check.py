@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.checks import data, registry
+from pipeline.checks import data, lengths, registry
 from pipeline.checks.inspect import inspect
 from pipeline.core import config
 
@@ -118,7 +118,7 @@ def test_byte_bound_holds_for_a_byte_level_tokenizer() -> None:
     cfg = {k: v for k, v in loaded.data.items() if k != config.PIPELINE_KEY}
     sets, _ = data.check(loaded, cfg)
     for ds in sets:
-        bounds = data.byte_bounds(ds, cfg)
+        bounds = lengths.byte_bounds(ds, cfg)
         assert bounds is not None and ds.lengths is not None
         assert all(b >= n for b, n in zip(bounds, ds.lengths, strict=True))
 
@@ -127,7 +127,7 @@ def test_packed_schedule_bound_is_above_the_exact_one(monkeypatch: pytest.Monkey
     loaded = config.load(TINY)
     loaded.data.update(sample_packing=True, sequence_len=1024, gradient_accumulation_steps=1, micro_batch_size=1)
     exact = inspect(loaded).facts["schedule"]
-    monkeypatch.setattr(data, "tokenizer_for", lambda cfg: (None, "no tokenizer in this test"))
+    monkeypatch.setattr(lengths, "tokenizer_for", lambda cfg: (None, "no tokenizer in this test"))
     bound = inspect(loaded).facts["schedule"]
     assert exact["exact"] and not bound["exact"]
     assert bound["sequences"] >= exact["sequences"] and bound["total_steps"] >= exact["total_steps"]
@@ -140,7 +140,7 @@ def test_token_lengths_match_axolotls_own_tokenisation() -> None:
 
     loaded = config.load(TINY)
     cfg = {k: v for k, v in loaded.data.items() if k != config.PIPELINE_KEY}
-    tokenizer, _ = data.tokenizer_for(cfg)
+    tokenizer, _ = lengths.tokenizer_for(cfg)
     sets, _ = data.check(loaded, cfg)
     strategy = StrategyLoader()(tokenizer, DictDefault({**cfg, "train_on_inputs": False}),
                                 {"type": "chat_template", "field_messages": "messages", "chat_template": "llama3"})

@@ -46,10 +46,10 @@ def _named_tokens(cfg: Mapping[str, Any]) -> list[str]:
 def _tokenizer_has(ctx: Context) -> set[str] | None:
     """The tokens the model's tokenizer holds: all of them where the tokenizer loads here, the special ones of
     a shipped shape otherwise (architectures/special_tokens.json), else None."""
-    from pipeline.checks import data
+    from pipeline.checks import lengths
     from pipeline.core import models
 
-    tokenizer, _ = data.tokenizer_for(ctx.cfg)
+    tokenizer, _ = lengths.tokenizer_for(ctx.cfg)
     if tokenizer is not None:
         return set(tokenizer.get_vocab())
     ref = str(ctx.cfg.get("tokenizer_config") or ctx.cfg.get("base_model") or "")

@@ -1,0 +1,156 @@
+"""Token lengths of the data sets `pipeline.checks.data` read, with the config's own tokenizer and template.
+
+Rows longer than `sequence_len` are reported (`data-too-long`: axolotl drops them by default, or truncates
+them). A hub tokenizer that is not in the local cache cannot be loaded offline: that is said
+(`tokenizer-unavailable`) and the length check is skipped. The rows still get an upper bound: the UTF-8
+bytes of the rendered chat (a byte-level BPE token, as in Llama 3, covers at least one byte; two more per
+row cover a SentencePiece prefix space), which bounds the steps a packed run can have.
+
+Split out of data.py (reading and row checks there, lengths here) so each module stays one subject.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.checks.data import DataSet, messages
+from pipeline.core.config import LoadedConfig
+from pipeline.core.errors import Finding
+
+
+def check(loaded: LoadedConfig, cfg: Mapping[str, Any], sets: list[DataSet]) -> list[Finding]:
+    """Measure the chat and completion sets (token lengths, else byte bounds); findings for the long ones."""
+    found: list[Finding] = []
+    measurable = [d for d in sets if d.type in ("chat_template", "completion") and not cfg.get("rl")]
+    if not measurable:
+        return found
+    tokenizer, source = tokenizer_for(cfg)
+    if tokenizer is None and source:
+        found.append(Finding(str(loaded.path), loaded.line("tokenizer_config") or loaded.line("base_model"),
+                             "tokenizer-unavailable",
+                             f"{source}, so token lengths against sequence_len are not checked; run the check "
+                             f"where the tokenizer is cached to have them checked"))
+    if tokenizer is None:
+        for ds in measurable:
+            ds.bounds = byte_bounds(ds, cfg)
+    else:
+        for ds in measurable:
+            ds.lengths = token_lengths(ds, cfg, tokenizer)
+            found += too_long(ds, cfg, loaded)
+    return found
+
+
+def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
+    """(tokenizer, where it came from) or (None, why it could not be loaded offline).
+
+    pipeline's own tokenizer is a plain fast tokenizer, loaded as that class: transformers' Auto classes
+    import its whole modeling stack (seconds), which only a hub tokenizer found in the local cache needs."""
+    from pipeline.core import models
+
+    ref = str(cfg.get("tokenizer_config") or cfg.get("base_model") or "")
+    if not ref:
+        return None, "the config names no base_model"
+    if models.is_builtin(ref):
+        from transformers import PreTrainedTokenizerFast
+
+        try:
+            folder = models.resolve(ref, build=False)
+        except KeyError:
+            return None, ""  # no such model: the rules report that (model-unknown)
+        if (folder / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(folder)), str(folder)
+        if ref[len(models.SCHEME):].strip("/") in models.WHEEL_MODELS:
+            return None, f"{ref} is not built yet (`pipeline build-model {ref}`)"
+        # the model is not built yet: its tokenizer is deterministic, build only that (no weights)
+        with tempfile.TemporaryDirectory(prefix="pipeline-tokenizer-") as tmp:
+            return models.build_tokenizer(Path(tmp)), f"{ref} (tokenizer built for the check)"
+    if not Path(ref).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(ref, "tokenizer_config.json"), str):
+            return None, f"tokenizer {ref!r} is not a local folder nor in the local Hugging Face cache"
+    try:
+        from transformers import AutoTokenizer
+
+        # never the repository's own code: the check runs none (and transformers would ask on the terminal)
+        return AutoTokenizer.from_pretrained(ref, local_files_only=True, trust_remote_code=False), ref
+    except Exception as exc:  # noqa: BLE001 - any failure means: not available offline
+        return None, f"tokenizer {ref!r} does not load offline ({type(exc).__name__})"
+
+
+def chat_template_for(cfg: Mapping[str, Any], entry: Mapping[str, Any], tokenizer: Any) -> str | None:
+    """The template axolotl renders this entry with: the entry's own, else the config's, else the
+    tokenizer's (axolotl writes the config's template into the tokenizer, see loaders/tokenizer.py)."""
+    from axolotl.utils.chat_templates import get_chat_template
+
+    choice, jinja = entry.get("chat_template"), entry.get("chat_template_jinja")
+    if not choice or str(choice) == "tokenizer_default":
+        choice, jinja = cfg.get("chat_template"), cfg.get("chat_template_jinja")
+    if not choice:
+        return getattr(tokenizer, "chat_template", None)
+    try:
+        return str(get_chat_template(str(choice), jinja_template=jinja, tokenizer=tokenizer))
+    except (ValueError, AttributeError):  # tokenizer_default with no tokenizer at hand
+        return None
+
+
+def token_lengths(ds: DataSet, cfg: Mapping[str, Any], tokenizer: Any) -> list[int] | None:
+    if ds.type == "chat_template":
+        template = chat_template_for(cfg, ds.entry, tokenizer)
+        if template is None:
+            return None
+        texts = []
+        for row in ds.rows:
+            msgs = messages(ds, row)
+            texts.append("" if msgs is None else tokenizer.apply_chat_template(
+                [m for m in msgs if isinstance(m["content"], str)], chat_template=template, tokenize=False))
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    if ds.type == "completion":
+        key = ds.entry.get("field") or "text"
+        texts = [str(row.get(key, "")) if isinstance(row, dict) else "" for row in ds.rows]
+        return [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]  # + the EOS axolotl appends
+    return None
+
+
+def byte_bounds(ds: DataSet, cfg: Mapping[str, Any]) -> list[int] | None:
+    """Bytes of each rendered chat row (+2), an upper bound of its tokens, without the tokenizer."""
+    if ds.type != "chat_template":
+        return None
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    template = chat_template_for(cfg, ds.entry, None)
+    if template is None:
+        return None
+    out = []
+    for row in ds.rows:
+        msgs = messages(ds, row)
+        if msgs is None:
+            out.append(0)
+            continue
+        # special tokens are one token each whatever their spelling: any non-empty stand-in keeps the bound
+        # it returns (texts, generation indices), whatever its annotation says
+        texts = render_jinja_template([[m for m in msgs if isinstance(m["content"], str)]],
+                                      chat_template=template, bos_token="<s>", eos_token="</s>")[0]
+        out.append(len(texts[0].encode("utf-8")) + 2)
+    return out
+
+
+def too_long(ds: DataSet, cfg: Mapping[str, Any], loaded: LoadedConfig) -> list[Finding]:
+    seq = int(cfg.get("sequence_len") or 2048)
+    if not ds.lengths:
+        return []
+    long_lines = [line for n, line in zip(ds.lengths, ds.lines, strict=True) if n > seq]
+    if not long_lines:
+        return []
+    strategy = str(cfg.get("excess_length_strategy") or "drop")
+    fate = {"drop": "axolotl drops them", "truncate": "axolotl truncates them",
+            "raise": "axolotl stops with an error"}.get(strategy, "axolotl drops them")
+    shown = ", ".join(map(str, long_lines[:5])) + (" ..." if len(long_lines) > 5 else "")
+    return [Finding(str(loaded.path), loaded.line("sequence_len") or loaded.line(ds.key, ds.index),
+                    "data-too-long",
+                    f"{len(long_lines)} of {len(ds.rows)} rows of {ds.shown} are longer than sequence_len {seq} "
+                    f"tokens (longest {max(ds.lengths)}; lines {shown}): {fate}; raise sequence_len or shorten "
+                    f"those rows")]
