@@ -260,7 +260,7 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
     trained = _trained_roles(ds.entry, roles)
     train_all = bool(cfg.get("train_on_inputs"))
     flag = ds.entry.get("message_field_training")
-    any_trained = False
+    any_trained = malformed = False
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or role_key not in m or content_key not in m:
             yield "data-row", (f"message {i} is not an object with {role_key!r} and {content_key!r}; fix the row or "
@@ -278,12 +278,13 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
         content = m[content_key]
         if content is not None and not isinstance(content, (str, list)):
             yield "data-row", f"message {i} ({role}) has {type(content).__name__} content, not text; write it as a string"
+            malformed = True  # the fix is that line's: "no trained turn" on top would only repeat it
             continue
         if content is None or (isinstance(content, str) and not content.strip()):
             yield "data-empty-content", f"message {i} ({role}) has empty content; fill it or drop the row"
         if train_all or roles.get(role, role) in trained or (flag and m.get(flag)):
             any_trained = True
-    if not any_trained:
+    if not any_trained and not malformed:
         yield "data-no-trained-turn", (f"no message has a trained role ({', '.join(sorted(trained))}), so the row "
                                        f"adds no loss; add an assistant turn or set roles_to_train")
 
