@@ -227,7 +227,24 @@ def lora_targets(s: Shape, cfg: Mapping[str, Any]) -> tuple[list[Linear], list[s
     missing = [e for e in dict.fromkeys(str(x) for x in (raw or []))
                if not any(_matches(n, e) for n in names)]
     chosen = [lin for lin in s.linears if any(_matches(lin.name, e) for e in entries)]
-    return chosen, missing
+    return _in_layers(chosen, cfg.get("peft_layers_to_transform")), missing
+
+
+def _in_layers(chosen: list[Linear], layers: Any) -> list[Linear]:
+    """peft's `layers_to_transform` (axolotl: peft_layers_to_transform): only modules inside those decoder
+    layers are wrapped; a module outside every numbered layer is then not wrapped at all."""
+    if layers is None or isinstance(layers, bool):
+        return chosen
+    try:
+        keep = {int(layers)} if isinstance(layers, (int, str)) else {int(x) for x in layers}
+    except (TypeError, ValueError):
+        return chosen  # not a layer list: the schema reports it, the count stays the unfiltered one
+    out = []
+    for lin in chosen:
+        m = re.search(r"(?:^|\.)layers\.(\d+)\.", lin.name)
+        if m is not None and int(m.group(1)) in keep:
+            out.append(lin)
+    return out
 
 
 def default_targets(model_type: str) -> list[str]:

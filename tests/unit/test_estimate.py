@@ -45,6 +45,8 @@ def test_seed_modules_to_save_adds_embeddings(llama8b: estimate.Shape) -> None:
     {"lora_r": 16, "lora_target_modules": r".*\.mlp\.(gate|up)_proj"},
     {"lora_r": 8, "lora_target_modules": ["o_proj"], "lora_modules_to_save": ["embed_tokens", "lm_head"]},
     {"lora_r": 8},  # nothing named: peft's default targets for llama
+    {"lora_r": 8, "lora_target_modules": ["q_proj", "down_proj"], "peft_layers_to_transform": [1]},
+    {"lora_r": 8, "lora_target_modules": ["q_proj", "v_proj"], "peft_layers_to_transform": 0},
 ])
 def test_counts_match_peft(tiny: estimate.Shape, cfg: dict) -> None:
     import torch
@@ -59,7 +61,8 @@ def test_counts_match_peft(tiny: estimate.Shape, cfg: dict) -> None:
     if cfg.get("lora_target_linear"):
         targets = "all-linear"
     peft_model = get_peft_model(model, LoraConfig(r=cfg["lora_r"], target_modules=targets,
-                                                  modules_to_save=cfg.get("lora_modules_to_save")))
+                                                  modules_to_save=cfg.get("lora_modules_to_save"),
+                                                  layers_to_transform=cfg.get("peft_layers_to_transform")))
     expected = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert estimate.trainable(tiny, cfg).total == expected
 
