@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,28 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
 def cli():
     """The real command line in a child process: `cli("smoke", CONFIG, ...)`."""
     return run_cli
+
+
+def wait_for_step(runs_dir: Path, step: int, proc: subprocess.Popen[str], timeout: float = 600) -> int:
+    """Block until a run under `runs_dir` has logged training step `step` (returns the highest seen); fails
+    if `proc` ends first or `timeout` seconds pass."""
+    from pipeline.core import runs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        for path in runs_dir.glob("*/metrics.jsonl"):
+            seen = [r["step"] for r in runs.read_jsonl(path) if r.get("kind") == "train"]
+            if seen and max(seen) >= step:
+                return max(seen)
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def step_reached():
+    """`step_reached(runs_dir, step, proc)`: wait until a live run has logged that training step."""
+    return wait_for_step
 
 
 @pytest.fixture(scope="session")

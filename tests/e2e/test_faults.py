@@ -108,24 +108,20 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def earlier(tmp_path_factory: pytest.TempPathFactory, cli) -> Path:
     """A real earlier run (a one-step smoke) that no later command may touch."""
-    runs_dir = tmp_path_factory.mktemp("earlier")
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "smoke", TINY, "--max-steps", "1", "--runs-dir",
-                           str(runs_dir)], cwd=root, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
-    return run
+    return one_run(cli, tmp_path_factory.mktemp("earlier"), "smoke", TINY, "--max-steps", "1")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory, cli) -> Path:
     """A real finished training run (two steps) with its adapter, copied by the tests that damage it."""
-    runs_dir = tmp_path_factory.mktemp("trained")
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "train", TINY, "--set", "max_steps=2", "--runs-dir",
-                           str(runs_dir)], cwd=root, capture_output=True, text=True, timeout=900)
+    return one_run(cli, tmp_path_factory.mktemp("trained"), "train", TINY, "--set", "max_steps=2")
+
+
+def one_run(cli, runs_dir: Path, *args: str) -> Path:
+    """Run one pipeline command into `runs_dir` (it must succeed); the run folder it made."""
+    proc = cli(*args, "--runs-dir", str(runs_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
     return run
@@ -247,23 +243,11 @@ def test_json_never_lands_on_an_input_or_a_folder(project, target):
 
 # --- honest outcomes ----------------------------------------------------------------------------------------
 
-def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen[str], timeout: float = 600) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        for path in run_dir.glob("*/metrics.jsonl"):
-            seen = [r["step"] for r in runs.read_jsonl(path) if r.get("kind") == "train"]
-            if seen and max(seen) >= step:
-                return max(seen)
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
-
-
 @pytest.mark.slow
-def test_ctrl_c_during_a_smoke_is_interrupted_never_success(project):
+def test_ctrl_c_during_a_smoke_is_interrupted_never_success(project, step_reached):
     before, entries = project.snapshot(), project.entries()
     proc = project.start("smoke", TINY, "--max-steps", "40")
-    wait_for_step(project.runs, 2, proc)
+    step_reached(project.runs, 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-3000:]
@@ -299,10 +283,10 @@ def test_edited_data_is_what_trains_and_the_manifest_says_so(project):
 
 
 @pytest.mark.slow
-def test_two_resumes_at_once_one_is_refused_and_a_dead_holders_lock_is_taken_over(project):
+def test_two_resumes_at_once_one_is_refused_and_a_dead_holders_lock_is_taken_over(project, step_reached):
     entries = project.entries()
     first = project.start("train", TINY, "--set", "num_epochs=2")
-    wait_for_step(project.runs, 20, first)  # past the checkpoint at step 18
+    step_reached(project.runs, 20, first)  # past the checkpoint at step 18
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130, err[-3000:]
@@ -370,11 +354,12 @@ def project_on(disk: Path, tmp_path: Path, earlier: Path) -> Project:
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_during_training_marks_the_run_failed_and_resume_works_after(tmpfs, tmp_path, earlier):
+def test_a_disk_that_fills_during_training_marks_the_run_failed_and_resume_works_after(tmpfs, tmp_path, earlier,
+                                                                                         step_reached):
     project = project_on(tmpfs, tmp_path, earlier)
     before, entries = project.snapshot(), project.entries()
     proc = project.start("train", TINY, "--set", "num_epochs=2")
-    wait_for_step(project.runs, 3, proc)
+    step_reached(project.runs, 3, proc)
     filler = fill(tmpfs)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 3, err[-3000:]

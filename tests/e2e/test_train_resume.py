@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,19 +33,7 @@ def only_run(runs_dir: Path) -> Path:
     return run
 
 
-def wait_for_step(runs_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        for path in runs_dir.glob("*/metrics.jsonl"):
-            seen = [r["step"] for r in runs.read_jsonl(path) if r.get("kind") == "train"]
-            if seen and max(seen) >= step:
-                return max(seen)
-        time.sleep(0.02)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
-
-
-def test_sigterm_then_resume_equals_an_uninterrupted_run(cli, tmp_path):
+def test_sigterm_then_resume_equals_an_uninterrupted_run(cli, tmp_path, step_reached):
     whole_dir, cut_dir = tmp_path / "whole", tmp_path / "cut"
     proc = cli("train", TINY, *SHORT, "--runs-dir", str(whole_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -56,7 +43,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(cli, tmp_path):
 
     child = subprocess.Popen([sys.executable, "-m", "pipeline", "train", TINY, *SHORT, "--runs-dir", str(cut_dir)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    stopped_at = wait_for_step(cut_dir, 21, child)  # past the checkpoint at step 18
+    stopped_at = step_reached(cut_dir, 21, child, timeout=300)  # past the checkpoint at step 18
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130, err[-3000:]
