@@ -21,6 +21,7 @@ scores, the generations), rewritten after every row so a cut-off call keeps what
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -41,8 +42,15 @@ UPPER_HALF = "[" + ", ".join(str(i) for i in range(15, 30)) + "]"
 TERMS_ONLY_VISIONS = '[{"path": "data/processed/visions_training.jsonl", "type": "chat_template", ' \
                      '"field_messages": "messages"}]'
 
-#: name -> overrides on top of the shipped config (which is: LoRA r16 alpha 32 on every linear layer, micro
-#: batch 2, cosine with 10% warm-up, lr 1.5e-3, one epoch over the Visions rows plus the coined-term pairs)
+MORE_TERMS = json.dumps([
+    {"path": f"data/processed/{name}.jsonl", "type": "chat_template", "field_messages": "messages"}
+    for name in ("visions_training", "style_terms_training", "style_terms_more")])
+
+MTI = {"datasets": MORE_TERMS, "train_on_inputs": True}
+
+#: name -> overrides on top of configs/smollm2_cpu.yaml as it is now. Rounds one and two ran when it was LoRA r16
+#: alpha 32 at lr 1.5e-3 (micro batch 2, cosine with 10% warm-up, one epoch over the Visions rows plus the
+#: coined-term pairs); round three ran on r16 alpha 16 at lr 3e-3, the same otherwise.
 ROWS: dict[str, dict[str, Any]] = {
     "shipped": {},
     "lr5e-4-e1": {"learning_rate": 5e-4},
@@ -77,6 +85,63 @@ ROWS: dict[str, dict[str, Any]] = {
     "r64-alpha32-lr3e-3": {"lora_r": 64, "lora_alpha": 32, "learning_rate": 3e-3},
     "r16-alpha16-lr3e-3-dropout0.1": {"lora_alpha": 16, "learning_rate": 3e-3, "lora_dropout": 0.1},
     "r32-alpha32-lr3e-3-mb1": {"lora_r": 32, "lora_alpha": 32, "learning_rate": 3e-3, "micro_batch_size": 1},
+    # third round, around the shipped setting (r16 alpha 16, lr 3e-3, one epoch): how far seeds move it; 36
+    # more coined-term pairs of two sentences (data/processed/style_terms_more.jsonl); the user turns
+    # trained on too; DoRA; LoRA+; the MLP and upper layers only at the higher rate; weight decay strong
+    # enough to pull the adapter back toward the base over 36 steps
+    "seed1": {"seed": 1},
+    "seed2": {"seed": 2},
+    "seed3": {"seed": 3},
+    "more-terms": {"datasets": MORE_TERMS},
+    "more-terms-seed1": {"datasets": MORE_TERMS, "seed": 1},
+    "more-terms-seed2": {"datasets": MORE_TERMS, "seed": 2},
+    "more-terms-lr2e-3": {"datasets": MORE_TERMS, "learning_rate": 2e-3},
+    "more-terms-r32a32": {"datasets": MORE_TERMS, "lora_r": 32, "lora_alpha": 32},
+    "more-terms-r64a32": {"datasets": MORE_TERMS, "lora_r": 64, "lora_alpha": 32},
+    "more-terms-mlp-o": {"datasets": MORE_TERMS, "lora_target_linear": False,
+                         "lora_target_modules": ["gate_proj", "up_proj", "down_proj", "o_proj"]},
+    "more-terms-upper-half": {"datasets": MORE_TERMS, "peft_layers_to_transform": UPPER_HALF},
+    "more-terms-inputs": {"datasets": MORE_TERMS, "train_on_inputs": True},
+    "inputs": {"train_on_inputs": True},
+    "inputs-r64a32": {"train_on_inputs": True, "lora_r": 64, "lora_alpha": 32},
+    "dora": {"peft_use_dora": True},
+    "dora-r64a32": {"peft_use_dora": True, "lora_r": 64, "lora_alpha": 32},
+    "loraplus16-lr2e-4": {"loraplus_lr_ratio": 16, "learning_rate": 2e-4},
+    "loraplus16-lr5e-4": {"loraplus_lr_ratio": 16, "learning_rate": 5e-4},
+    "mlp-only-lr3e-3": {"lora_target_linear": False, "lora_target_modules": ["gate_proj", "up_proj", "down_proj"]},
+    "mlp-only-r64a32": {"lora_target_linear": False, "lora_target_modules": ["gate_proj", "up_proj", "down_proj"],
+                        "lora_r": 64, "lora_alpha": 32},
+    "mlp-o": {"lora_target_linear": False, "lora_target_modules": ["gate_proj", "up_proj", "down_proj", "o_proj"]},
+    "upper-half-r64a32": {"peft_layers_to_transform": UPPER_HALF, "lora_r": 64, "lora_alpha": 32},
+    "wd1": {"weight_decay": 1.0},
+    "r64a32-wd1": {"lora_r": 64, "lora_alpha": 32, "weight_decay": 1.0},
+    "r32a16": {"lora_r": 32, "lora_alpha": 16},
+    "r64a16-lr4e-3": {"lora_r": 64, "lora_alpha": 16, "learning_rate": 4e-3},
+    # fourth round: round three's best (the extra pairs with the user turns trained on, which kept held-out
+    # perplexity below the base's) over seeds and its neighbours
+    **{f"more-terms-inputs-seed{n}": {"datasets": MORE_TERMS, "train_on_inputs": True, "seed": n} for n in (1, 2, 3, 4)},
+    **{f"more-terms-inputs-r64a32-seed{n}": {"datasets": MORE_TERMS, "train_on_inputs": True, "lora_r": 64,
+                                             "lora_alpha": 32, "seed": n} for n in (42, 1, 2, 3)},
+    **{f"inputs-r64a32-seed{n}": {"train_on_inputs": True, "lora_r": 64, "lora_alpha": 32, "seed": n}
+       for n in (1, 2, 3)},
+    "more-terms-inputs-lr4e-3": {"datasets": MORE_TERMS, "train_on_inputs": True, "learning_rate": 4e-3},
+    "more-terms-inputs-r32a32": {"datasets": MORE_TERMS, "train_on_inputs": True, "lora_r": 32, "lora_alpha": 32},
+    "more-terms-inputs-e2": {"datasets": MORE_TERMS, "train_on_inputs": True, "num_epochs": 2},
+    "more-terms-inputs-dora": {"datasets": MORE_TERMS, "train_on_inputs": True, "peft_use_dora": True},
+    # fifth round: around r64 alpha 32 with the extra pairs and the user turns, over seeds
+    **{f"mti-r64a32-lr2e-3-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "learning_rate": 2e-3, "seed": n}
+       for n in (42, 1, 2)},
+    **{f"mti-r64a32-lr4e-3-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "learning_rate": 4e-3, "seed": n}
+       for n in (42, 1)},
+    **{f"mti-r128a64-seed{n}": {**MTI, "lora_r": 128, "lora_alpha": 64, "seed": n} for n in (42, 1, 2)},
+    **{f"mti-r64a64-lr2e-3-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 64, "learning_rate": 2e-3, "seed": n}
+       for n in (42, 1)},
+    **{f"mti-r64a32-e2-lr1.5e-3-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "num_epochs": 2,
+                                           "learning_rate": 1.5e-3, "seed": n} for n in (42, 1)},
+    **{f"mti-r64a32-dropout0.05-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "lora_dropout": 0.05, "seed": n}
+       for n in (42, 1)},
+    **{f"mti-r64a32-mb1-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "micro_batch_size": 1,
+                                   "learning_rate": 2e-3, "seed": n} for n in (42, 1)},
     "full-lr2e-5": {"adapter": None, "learning_rate": 2e-5},
     "full-lr5e-5": {"adapter": None, "learning_rate": 5e-5},
     "full-lr1e-4": {"adapter": None, "learning_rate": 1e-4},
@@ -122,6 +187,10 @@ def score(run: Path, which: str) -> dict[str, Any]:
     return dict(json.loads(line[0][2:]))
 
 
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def one(name: str, runs_dir: Path) -> dict[str, Any]:
     row_dir = runs_dir / name
     started = time.perf_counter()
@@ -137,6 +206,9 @@ def one(name: str, runs_dir: Path) -> dict[str, Any]:
     points = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     final = str(output)
     out["scores"] = {}
+    same = _digest(output / "adapter_model.safetensors")
+    # a checkpoint at the last step holds the final adapter: scored once, as "final"
+    points = [p for p in points if _digest(p / "adapter_model.safetensors") != same or same is None]
     for point in [*[str(p) for p in points], final]:
         key = "final" if point == final else Path(point).name
         out["scores"][key] = score(run, point)

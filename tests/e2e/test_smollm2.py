@@ -21,7 +21,7 @@ CONFIG = "configs/smollm2_cpu.yaml"
 REF = "pipeline://smollm2-135m-instruct"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 #: the smoke's training loss at steps 1-3 (seed 42, one thread), measured here; see the test below
-LOSSES = [3.718134641647339, 3.69497013092041, 3.0898020267486572]
+LOSSES = [3.833308696746826, 3.1085550785064697, 2.832691192626953]
 #: max |loss - stored| over repeat runs was measured at 0 (one thread, twice) and 1e-6 (1 vs 2 threads);
 #: the tolerance leaves room for another CPU's kernels, and a changed loss or data order moves far more
 LOSS_ATOL = 1e-4
@@ -99,7 +99,7 @@ def test_the_real_model_answers_in_english_and_stops(built):
 def test_smoke_on_the_real_model_meets_its_bounds(smoke):
     assert (smoke["config"], smoke["exit_code"], smoke["ok"], smoke["device"], smoke["steps"]) == \
         (CONFIG, 0, True, "cpu", 3), smoke
-    assert smoke["trainable_params"] == 4_884_480  # LoRA r16 on every linear layer of 30 layers
+    assert smoke["trainable_params"] == 19_537_920  # LoRA r64 on every linear layer of 30 layers
 
 
 def test_first_losses_match_the_stored_ones(smoke):
