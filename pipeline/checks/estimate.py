@@ -281,9 +281,13 @@ class Trainable:
 
 
 def trainable(s: Shape, cfg: Mapping[str, Any]) -> Trainable:
+    """LoRA's A and B of every target (r x in, out x r); with DoRA (`peft_use_dora`) also the magnitude
+    vector peft adds per target, one weight per output feature."""
     r = int(cfg.get("lora_r") or 8)
+    dora = bool(cfg.get("peft_use_dora"))
     targets, _ = lora_targets(s, cfg)
-    return Trainable(lora=sum(r * (lin.in_features + lin.out_features) for lin in targets),
+    return Trainable(lora=sum(r * (lin.in_features + lin.out_features) + (lin.out_features if dora else 0)
+                              for lin in targets),
                      saved=modules_to_save(s, cfg)[0])
 
 

@@ -47,6 +47,7 @@ def test_seed_modules_to_save_adds_embeddings(llama8b: estimate.Shape) -> None:
     {"lora_r": 8},  # nothing named: peft's default targets for llama
     {"lora_r": 8, "lora_target_modules": ["q_proj", "down_proj"], "peft_layers_to_transform": [1]},
     {"lora_r": 8, "lora_target_modules": ["q_proj", "v_proj"], "peft_layers_to_transform": 0},
+    {"lora_r": 8, "lora_target_linear": True, "peft_use_dora": True},  # and a magnitude vector per target
 ])
 def test_counts_match_peft(tiny: estimate.Shape, cfg: dict) -> None:
     import torch
@@ -62,7 +63,8 @@ def test_counts_match_peft(tiny: estimate.Shape, cfg: dict) -> None:
         targets = "all-linear"
     peft_model = get_peft_model(model, LoraConfig(r=cfg["lora_r"], target_modules=targets,
                                                   modules_to_save=cfg.get("lora_modules_to_save"),
-                                                  layers_to_transform=cfg.get("peft_layers_to_transform")))
+                                                  layers_to_transform=cfg.get("peft_layers_to_transform"),
+                                                  use_dora=bool(cfg.get("peft_use_dora"))))
     expected = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert estimate.trainable(tiny, cfg).total == expected
 
