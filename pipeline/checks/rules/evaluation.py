@@ -36,6 +36,25 @@ def _eval_never_runs(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]
 
 
 
+@rule("eval-once-dropped", "warning", "evals_per_epoch x num_epochs = 1 with evaluation data: axolotl never "
+                                        "evaluates")
+def _eval_once_dropped(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    # axolotl's normalize_config turns evals_per_epoch into eval_steps = 1 / (evals_per_epoch * num_epochs) and
+    # keeps it only below 1 ("prevent evals on every step"); at exactly 1.0 (one evaluation a run) it sets
+    # nothing, so the trainer's eval_strategy stays "no". Measured: the tiny config at num_epochs 1 logged no
+    # eval_loss with evals_per_epoch 1 and three with evals_per_epoch 2 (docs/check.md).
+    cfg = ctx.cfg
+    per, epochs = as_float(cfg.get("evals_per_epoch") or 0, 0), as_float(cfg.get("num_epochs") or 1, 1)
+    if per and per * epochs == 1.0 and not cfg.get("eval_steps") and not cfg.get("eval_strategy") \
+            and not _no_eval_data(cfg):
+        yield ("evals_per_epoch",), (f"evals_per_epoch {cfg.get('evals_per_epoch')} with num_epochs "
+                                     f"{cfg.get('num_epochs', 1)} asks for one evaluation a run, which axolotl drops "
+                                     f"(it keeps eval_steps only below 1.0): the run never evaluates and logs no "
+                                     f"validation loss; set evals_per_epoch: 2 (mid-run and at the end) or "
+                                     f"eval_steps: N (every N optimizer steps)")
+
+
+
 @rule("test-datasets-with-val-set-size", "error", "test_datasets together with a non-zero val_set_size")
 def _test_and_val(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if ctx.cfg.get("test_datasets") and as_float(ctx.cfg.get("val_set_size") or 0, 0):
