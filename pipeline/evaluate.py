@@ -113,6 +113,8 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
             "config": manifest.get("config", {}).get("path"),
             "base_model": cfg.get("base_model"),
             "adapter_type": cfg.get("adapter"),
+            # axolotl's losses then cover the prompts as well; the report says so beside its curves
+            "train_on_inputs": bool(cfg.get("train_on_inputs")),
             "examples": len(examples),
             "models": {m.name: m.summary() for m in models},
             "per_example": per_example(examples, models, terms),

@@ -29,12 +29,14 @@ def loss_curves(records: list[dict[str, Any]], run_name: str, path: Path, result
 
     train = {r["step"]: r["loss"] for r in records if r.get("kind") == "train" and r.get("loss") is not None}
     evals = {r["step"]: r["eval_loss"] for r in records if r.get("kind") == "eval" and r.get("eval_loss") is not None}
+    every = ", every token" if result.get("train_on_inputs") else ""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    ax.plot(list(train), list(train.values()), color=COLORS["tuned"], linewidth=1.2, label="training loss (per step)")
+    ax.plot(list(train), list(train.values()), color=COLORS["tuned"], linewidth=1.2,
+            label=f"training loss (per step{every})")
     if evals:
-        ax.plot(list(evals), list(evals.values()), "o--", color="#b8342a", label="validation loss (axolotl)")
+        ax.plot(list(evals), list(evals.values()), "o--", color="#b8342a", label=f"validation loss (axolotl{every})")
     ax.axhline(result["models"]["base"]["val_loss"], color=COLORS["base"], linestyle=":",
-               label="base model validation loss (this evaluation)")
+               label="base model validation loss (this evaluation)" + (", rewrites only" if every else ""))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"Loss curves: {run_name}")
@@ -204,6 +206,17 @@ DEFINITIONS = [
 ]
 
 
+def loss_caption(result: dict[str, Any]) -> str:
+    text = ("Training loss per optimizer step and axolotl's validation loss at each evaluation (from the run's "
+            "metrics.jsonl); the dotted line is the base model's validation loss measured here.")
+    if result.get("train_on_inputs"):
+        # the dotted line and the tables score the rewrites alone, whatever the training masked
+        text += (" This run trained on the prompts too (train_on_inputs), so its training and axolotl's validation "
+                 "losses cover every token of a row and sit on another scale than the dotted line, which, like "
+                 "the tables, covers the assistant turns alone.")
+    return text
+
+
 def markdown(result: dict[str, Any], manifest: dict[str, Any]) -> str:
     verdict = "PASSED" if result["ok"] else "FAILED"
     parts = [f"# Evaluation of {result['run']}: {verdict}", "",
@@ -216,8 +229,7 @@ def markdown(result: dict[str, Any], manifest: dict[str, Any]) -> str:
              "content-word recall, one panel each.*", "",
              "## Loss curves", "",
              "![Training loss per step and validation loss at each evaluation](loss_curves.png)", "",
-             "*Training loss per optimizer step and axolotl's validation loss at each evaluation (from the run's "
-             "metrics.jsonl); the dotted line is the base model's validation loss measured here.*", "",
+             f"*{loss_caption(result)}*", "",
              "## Per example", "", _md_table(*example_rows(result)), "",
              "## How the numbers are made", "", *[f"- {d}" for d in DEFINITIONS], "",
              "Everything above is in eval.json; what produced it is in manifest.json.", ""]
@@ -259,8 +271,7 @@ font-size: 0.85em; }} mark.term {{ background: {TERM_HIGHLIGHT}; padding: 0 2px;
 content-word recall, one panel each.</figcaption></figure>
 <h2>Loss curves</h2>
 <figure><img src="loss_curves.png" alt="Loss curves">
-<figcaption>Training loss per optimizer step and axolotl's validation loss at each evaluation (from the run's
-metrics.jsonl); the dotted line is the base model's validation loss measured here.</figcaption></figure>
+<figcaption>{html.escape(loss_caption(result))}</figcaption></figure>
 <h2>Generations side by side</h2>
 <p>Greedy generations for each validation prompt; the style's coined terms are <mark class="term">highlighted</mark>.</p>
 {side_by_side(result)}

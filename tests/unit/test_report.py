@@ -84,3 +84,14 @@ def test_the_report_has_the_gates_tables_charts_and_escapes_text(tmp_path):
     assert page.count('<div class="model ') == 3
     assert 'tuned text | with a pipe &lt;<mark class="term">skyseed</mark>&gt;' in page
     assert 'Felix saw a <mark class="term">skyseed</mark>.' in page
+
+
+def test_loss_curves_say_when_axolotl_losses_cover_the_prompts_too(tmp_path):
+    run = runs.Run(tmp_path / "r")
+    manifest = {"finished": "2026-01-01T00:00:00+00:00", "hardware": {"accelerator": "cpu"},
+                "train_manifest": {"versions": {}, "git": {}}}
+    note = "trained on the prompts too (train_on_inputs)"
+    masked = fake_result(run)
+    assert note not in report.markdown(masked, manifest) and note not in report.page(masked, manifest)
+    both = {**masked, "train_on_inputs": True}
+    assert note in report.markdown(both, manifest) and note in report.page(both, manifest)
