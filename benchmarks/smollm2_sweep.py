@@ -47,6 +47,9 @@ MORE_TERMS = json.dumps([
     for name in ("visions_training", "style_terms_training", "style_terms_more")])
 
 MTI = {"datasets": MORE_TERMS, "train_on_inputs": True}
+MORE2 = json.dumps([
+    {"path": f"data/processed/{name}.jsonl", "type": "chat_template", "field_messages": "messages"}
+    for name in ("visions_training", "style_terms_training", "style_terms_more", "style_terms_more2")])
 
 #: name -> overrides on top of configs/smollm2_cpu.yaml as it is now. Rounds one and two ran when it was LoRA r16
 #: alpha 32 at lr 1.5e-3 (micro batch 2, cosine with 10% warm-up, one epoch over the Visions rows plus the
@@ -142,6 +145,13 @@ ROWS: dict[str, dict[str, Any]] = {
        for n in (42, 1)},
     **{f"mti-r64a32-mb1-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "micro_batch_size": 1,
                                    "learning_rate": 2e-3, "seed": n} for n in (42, 1)},
+    # sixth round, on the config shipped after round five (r64 alpha 32, the two-sentence pairs, user turns): 36
+    # three-sentence pairs more (data/processed/style_terms_more2.jsonl), over seeds
+    **{f"m2-seed{n}": {"datasets": MORE2, "seed": n} for n in (42, 1, 2, 3)},
+    **{f"m2-r32a32-seed{n}": {"datasets": MORE2, "lora_r": 32, "lora_alpha": 32, "seed": n} for n in (42, 1, 2)},
+    **{f"m2-lr2e-3-seed{n}": {"datasets": MORE2, "learning_rate": 2e-3, "seed": n} for n in (42, 1, 2)},
+    **{f"m2-dropout0.05-seed{n}": {"datasets": MORE2, "lora_dropout": 0.05, "seed": n} for n in (42, 1, 2)},
+    **{f"m2-r16a16-seed{n}": {"datasets": MORE2, "lora_r": 16, "lora_alpha": 16, "seed": n} for n in (42, 1)},
     "full-lr2e-5": {"adapter": None, "learning_rate": 2e-5},
     "full-lr5e-5": {"adapter": None, "learning_rate": 5e-5},
     "full-lr1e-4": {"adapter": None, "learning_rate": 1e-4},
