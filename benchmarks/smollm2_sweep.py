@@ -39,17 +39,19 @@ from pipeline.core import runs  # noqa: E402
 CONFIG = "configs/smollm2_cpu.yaml"
 REF = "pipeline://smollm2-135m-instruct"
 UPPER_HALF = "[" + ", ".join(str(i) for i in range(15, 30)) + "]"
-TERMS_ONLY_VISIONS = '[{"path": "data/processed/visions_training.jsonl", "type": "chat_template", ' \
-                     '"field_messages": "messages"}]'
 
-MORE_TERMS = json.dumps([
-    {"path": f"data/processed/{name}.jsonl", "type": "chat_template", "field_messages": "messages"}
-    for name in ("visions_training", "style_terms_training", "style_terms_more")])
 
+def datasets(*names: str) -> str:
+    """A `datasets` override (JSON, as --set takes it): these files of data/processed, as chat rows."""
+    return json.dumps([{"path": f"data/processed/{name}.jsonl", "type": "chat_template", "field_messages": "messages"}
+                       for name in names])
+
+
+TERMS_ONLY_VISIONS = datasets("visions_training")
+MORE_TERMS = datasets("visions_training", "style_terms_training", "style_terms_more")
+MORE2 = datasets("visions_training", "style_terms_training", "style_terms_more", "style_terms_more2")
+#: the extra pairs with the user turns trained on (rounds four and five)
 MTI = {"datasets": MORE_TERMS, "train_on_inputs": True}
-MORE2 = json.dumps([
-    {"path": f"data/processed/{name}.jsonl", "type": "chat_template", "field_messages": "messages"}
-    for name in ("visions_training", "style_terms_training", "style_terms_more", "style_terms_more2")])
 
 #: name -> overrides on top of configs/smollm2_cpu.yaml as it is now. Rounds one and two ran when it was LoRA r16
 #: alpha 32 at lr 1.5e-3 (micro batch 2, cosine with 10% warm-up, one epoch over the Visions rows plus the
@@ -104,7 +106,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "more-terms-mlp-o": {"datasets": MORE_TERMS, "lora_target_linear": False,
                          "lora_target_modules": ["gate_proj", "up_proj", "down_proj", "o_proj"]},
     "more-terms-upper-half": {"datasets": MORE_TERMS, "peft_layers_to_transform": UPPER_HALF},
-    "more-terms-inputs": {"datasets": MORE_TERMS, "train_on_inputs": True},
+    "more-terms-inputs": dict(MTI),
     "inputs": {"train_on_inputs": True},
     "inputs-r64a32": {"train_on_inputs": True, "lora_r": 64, "lora_alpha": 32},
     "dora": {"peft_use_dora": True},
@@ -122,15 +124,14 @@ ROWS: dict[str, dict[str, Any]] = {
     "r64a16-lr4e-3": {"lora_r": 64, "lora_alpha": 16, "learning_rate": 4e-3},
     # fourth round: round three's best (the extra pairs with the user turns trained on, which kept held-out
     # perplexity below the base's) over seeds and its neighbours
-    **{f"more-terms-inputs-seed{n}": {"datasets": MORE_TERMS, "train_on_inputs": True, "seed": n} for n in (1, 2, 3, 4)},
-    **{f"more-terms-inputs-r64a32-seed{n}": {"datasets": MORE_TERMS, "train_on_inputs": True, "lora_r": 64,
-                                             "lora_alpha": 32, "seed": n} for n in (42, 1, 2, 3)},
+    **{f"more-terms-inputs-seed{n}": {**MTI, "seed": n} for n in (1, 2, 3, 4)},
+    **{f"more-terms-inputs-r64a32-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "seed": n} for n in (42, 1, 2, 3)},
     **{f"inputs-r64a32-seed{n}": {"train_on_inputs": True, "lora_r": 64, "lora_alpha": 32, "seed": n}
        for n in (1, 2, 3)},
-    "more-terms-inputs-lr4e-3": {"datasets": MORE_TERMS, "train_on_inputs": True, "learning_rate": 4e-3},
-    "more-terms-inputs-r32a32": {"datasets": MORE_TERMS, "train_on_inputs": True, "lora_r": 32, "lora_alpha": 32},
-    "more-terms-inputs-e2": {"datasets": MORE_TERMS, "train_on_inputs": True, "num_epochs": 2},
-    "more-terms-inputs-dora": {"datasets": MORE_TERMS, "train_on_inputs": True, "peft_use_dora": True},
+    "more-terms-inputs-lr4e-3": {**MTI, "learning_rate": 4e-3},
+    "more-terms-inputs-r32a32": {**MTI, "lora_r": 32, "lora_alpha": 32},
+    "more-terms-inputs-e2": {**MTI, "num_epochs": 2},
+    "more-terms-inputs-dora": {**MTI, "peft_use_dora": True},
     # fifth round: around r64 alpha 32 with the extra pairs and the user turns, over seeds
     **{f"mti-r64a32-lr2e-3-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "learning_rate": 2e-3, "seed": n}
        for n in (42, 1, 2)},

@@ -29,14 +29,15 @@ def loss_curves(records: list[dict[str, Any]], run_name: str, path: Path, result
 
     train = {r["step"]: r["loss"] for r in records if r.get("kind") == "train" and r.get("loss") is not None}
     evals = {r["step"]: r["eval_loss"] for r in records if r.get("kind") == "eval" and r.get("eval_loss") is not None}
-    every = ", every token" if result.get("train_on_inputs") else ""
+    all_tokens = bool(result.get("train_on_inputs"))  # axolotl's losses then cover the prompts too
+    every = ", every token" if all_tokens else ""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     ax.plot(list(train), list(train.values()), color=COLORS["tuned"], linewidth=1.2,
             label=f"training loss (per step{every})")
     if evals:
         ax.plot(list(evals), list(evals.values()), "o--", color="#b8342a", label=f"validation loss (axolotl{every})")
     ax.axhline(result["models"]["base"]["val_loss"], color=COLORS["base"], linestyle=":",
-               label="base model validation loss (this evaluation)" + (", rewrites only" if every else ""))
+               label="base model validation loss (this evaluation)" + (", rewrites only" if all_tokens else ""))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"Loss curves: {run_name}")
