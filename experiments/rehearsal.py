@@ -8,7 +8,7 @@ and none of the evaluation's held-out text is used.
 Each row starts from BOS and a short plain opener written here (everyday topics, none taken from
 data/general_heldout.txt), and continues with the model's sample. The rows are `completion` rows for axolotl.
 
-    python tools/rehearsal.py pipeline://smollm2-135m-instruct data/processed/rehearsal_smollm2.jsonl
+    python experiments/rehearsal.py pipeline://smollm2-135m-instruct experiments/data/rehearsal_smollm2.jsonl
 """
 
 from __future__ import annotations

