@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core import runs  # noqa: E402
+from pipeline.core import provenance, runs  # noqa: E402
 
 
 def main() -> int:
@@ -44,8 +44,8 @@ def main() -> int:
                      "walls_s": walls})
         print(f"{cfg}: best {min(walls):.2f} s, first {walls[0]:.2f} s (exit {proc.returncode})")
     load = os.getloadavg()
-    payload = {"measured_at": runs.now(), "command": [sys.executable, *sys.argv], "hardware": runs.hardware(),
-               "load_average_1m": round(load[0], 2), "versions": runs.versions(), "git": runs.git_revision(ROOT),
+    payload = {"measured_at": runs.now(), "command": [sys.executable, *sys.argv], "hardware": provenance.hardware(),
+               "load_average_1m": round(load[0], 2), "versions": provenance.versions(), "git": provenance.git_revision(ROOT),
                "rows": rows}
     out = args.out or ROOT / "benchmarks" / "results" / f"check-time-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import synthetic  # noqa: E402
-from pipeline.checks import estimate  # noqa: E402
-from pipeline.core import config, models, runs  # noqa: E402
+from pipeline.checks import estimate, shapes  # noqa: E402
+from pipeline.core import cache, config, models, provenance, runs  # noqa: E402
 
 LORA = "configs/lora_style_transfer.yaml"
 QLORA = "configs/qlora_style_transfer.yaml"
@@ -135,7 +135,7 @@ def tokens_per_micro_batch(cfg: dict[str, Any]) -> int:
 
 def estimate_row(row: Row) -> estimate.Estimate:
     cfg = resolved(row)
-    s = estimate.shape(models.architecture_config(row.model))
+    s = shapes.shape(models.architecture_config(row.model))
     return estimate.peak_vram(s, cfg, cfg.get("adapter") or "full", tokens_per_micro_batch(cfg))
 
 
@@ -223,7 +223,7 @@ def main() -> int:
 
     card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0.0
     budget = args.budget_gib or max(card_gib - 8.0, 0.0)
-    hw = runs.hardware()
+    hw = provenance.hardware()
     out = args.results or ROOT / "benchmarks" / "results" / f"memory-{hw['accelerator'].replace(' ', '-')}.json"
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     data = synthetic(args.runs_dir / "synthetic-400.jsonl", rows=400)
@@ -234,7 +234,7 @@ def main() -> int:
     need = {r.id: estimates[r.id].peak_gib * 1.2 + 3.0 for r in rows}
 
     builds = {m: build(m) for m in dict.fromkeys(r.model for r in rows)
-              if not (models.cache_dir() / "models" / f"random-{m}-r{models.RECIPE}-seed0" / "config.json").is_file()}
+              if not (cache.cache_dir() / "models" / f"random-{m}-r{models.RECIPE}-seed0" / "config.json").is_file()}
     pending = sorted(rows, key=lambda r: -need[r.id])  # large rows first; small ones fill the gaps
     running: dict[str, tuple[Row, list[str], subprocess.Popen[bytes], float]] = {}
     retry: list[Row] = []
@@ -246,7 +246,7 @@ def main() -> int:
     calls = list(previous.get("calls", []))
     calls.append({"command": " ".join(["python", "benchmarks/memory.py", *sys.argv[1:]]),
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "hardware": hw,
-                  "versions": runs.versions()})
+                  "versions": provenance.versions()})
     kept = [r for r in previous.get("rows", []) if r["id"] not in {x.id for x in rows} and r["id"] in BY_ID]
 
     def save() -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core import models, runs  # noqa: E402
+from pipeline.core import models, provenance, runs  # noqa: E402
 
 LORA, QLORA = ROOT / "configs" / "lora_style_transfer.yaml", ROOT / "configs" / "qlora_style_transfer.yaml"
 #: name -> (config, overrides). The shipped configs, their pre-tuning baselines, and candidates that
@@ -115,7 +115,7 @@ def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extr
     # a profiled last step runs slower under the profiler: it is left out of the steady window
     steady = train[warmup:-1] if profile else train[warmup:]
     row = {"variant": name, "config": str(cfg_path.relative_to(ROOT)), "overrides": overrides, "gpus": gpus,
-           "machine": f"{os.uname().nodename} ({runs.hardware()['accelerator']} x{len(runs.hardware()['gpus'])})",
+           "machine": f"{os.uname().nodename} ({provenance.hardware()['accelerator']} x{len(provenance.hardware()['gpus'])})",
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "exit_code": proc.returncode, "prepared_data": "shared" if shared_prepared else "fresh",
            "command": " ".join(cmd[1:]), "smoke_wall_s": round(wall, 1), "steps": len(train)}
@@ -170,7 +170,7 @@ def main() -> int:
     data = synthetic(args.runs_dir / "synthetic-1500.jsonl")
     models.resolve(MODEL)  # build once, outside any timed smoke
     extra = [a for kv in args.extra for a in ("--set", kv)]
-    hw = runs.hardware()
+    hw = provenance.hardware()
     card = hw["accelerator"].replace(" ", "-")
     out = args.results or ROOT / "benchmarks" / "results" / f"{card}.json"
     rows = []
@@ -185,7 +185,7 @@ def main() -> int:
         by_variant = {r["variant"]: r for r in previous.get("results", [])}
         by_variant.update({r["variant"]: r for r in rows})
         payload = {
-            "card": hw["accelerator"], "hardware": hw, "versions": runs.versions(),
+            "card": hw["accelerator"], "hardware": hw, "versions": provenance.versions(),
             "peak_bf16_tflops": args.peak_tflops, "model": MODEL,
             "data": "synthetic 1,500 chat rows (benchmarks/run.py)",
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),

@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core import runs  # noqa: E402
+from pipeline.core import provenance, runs  # noqa: E402
 
 CONFIG = "configs/smollm2_cpu.yaml"
 REF = "pipeline://smollm2-135m-instruct"
@@ -225,11 +225,11 @@ def main() -> int:
     if args.wheelhouse:
         build += ["--wheelhouse", str(args.wheelhouse)]
     subprocess.run(build, cwd=ROOT, check=True)
-    hw = runs.hardware()
+    hw = provenance.hardware()
     card = str(hw.get("accelerator") or "cpu").replace(" ", "-")
     out = args.results or ROOT / "experiments" / "results" / f"smollm2-sweep-{card}.json"
     payload: dict[str, Any] = {
-        "card": hw.get("accelerator"), "hardware": hw, "versions": runs.versions(), "config": CONFIG,
+        "card": hw.get("accelerator"), "hardware": hw, "versions": provenance.versions(), "config": CONFIG,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "base": None, "results": [],
     }

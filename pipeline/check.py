@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.checks import estimate
+from pipeline.checks import cards
 from pipeline.checks.context import Report
 from pipeline.core.errors import ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
@@ -52,7 +52,7 @@ def _memory(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        return estimate.parse_memory(text)
+        return cards.parse_memory(text)
     except ValueError as exc:
         raise UserError.at("<command line>", None, "gpu-mem", f"--gpu-mem {exc}") from None
 

@@ -76,7 +76,7 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
         if not pid_alive(stale.name[len(TMP_PREFIX):]):
             shutil.rmtree(stale, ignore_errors=True)
 
-    from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
+    from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
 
     tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
     record: dict[str, Any] = {"status": "running", "started": runs.now(), "pid": os.getpid(), "command": sys.argv}

@@ -70,7 +70,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     assert config_path is not None
     gpus = gpus or 1
     cfg, resolved = load(config_path, overrides)
-    from pipeline.core import engine  # imports axolotl (seconds): only once the input has been checked
+    from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
 
     run = engine.start_run(STAGE, resolved, runs_dir, world_size=gpus, attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
@@ -94,7 +94,7 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
 
 def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None) -> int:
     """Run axolotl once on the run's config.yaml (from `checkpoint` if given); finish the manifest."""
-    from pipeline.core import engine  # imports axolotl (seconds): not before the input has been checked
+    from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
 
     run.take_lock()
     assert run.lock is not None

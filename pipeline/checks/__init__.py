@@ -8,9 +8,10 @@ seconds, before any run folder exists).
 What it looks at, in order (each a module of this package):
 1. the `pipeline:` section (`pipeline.core.section`: the project's own settings);
 2. axolotl's own schema and validation (`schema`, with the config's `plugins` read from source);
-3. the data the config names (`data`);
+3. the data the config names (`data`), then its token lengths (`lengths`);
 4. the rules for what axolotl accepts without a word (`rules/`), using the model's shape
-   (`architecture`), the schedule (`schedule`) and the memory estimate (`estimate`, `memory`).
+   (`architecture`, `shapes`), the schedule (`schedule`) and the memory estimate (`estimate`, `memory`),
+   for the target (`target`; cards named with `--gpu`: `cards`).
 
 Every rule's id, severity and description live in `registry`; the facts a person reads beside the
 findings come from `inspect`. A config that passed is remembered (`remembered`), keyed by its content,

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.checks import data, estimate
+from pipeline.checks import data, shapes
 from pipeline.checks.target import Target
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
@@ -43,7 +43,7 @@ class Context:
     cfg: dict[str, Any]  # as written, without the pipeline: section
     axo: dict[str, Any] | None  # as axolotl's validation returns it (None where it rejects the config)
     target: Target
-    shape: estimate.Shape | None = None
+    shape: shapes.Shape | None = None
     sets: list[data.DataSet] = field(default_factory=list)
     schedule: Schedule = field(default_factory=Schedule)
 

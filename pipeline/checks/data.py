@@ -9,9 +9,10 @@ For every entry of `datasets` and `test_datasets` that names a local file:
   turn that is trained (`data-no-trained-turn`); `completion` and `alpaca` rows have their fields; other
   types are said to be unchecked (`data-type-unchecked`);
 - duplicates within a file (`data-duplicate`) and rows or prompts shared between training and test sets
-  (`data-leakage`);
-- token lengths against `sequence_len` (`data-too-long`, `tokenizer-unavailable`): pipeline.checks.lengths,
-  on the data sets read here.
+  (`data-leakage`).
+
+Token lengths against `sequence_len` (`data-too-long`, `tokenizer-unavailable`) are checked by
+pipeline.checks.lengths on the data sets `check` returns: lengths imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -361,9 +362,7 @@ def leakage(train: list[DataSet], test: list[DataSet]) -> list[Finding]:
 
 
 def check(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[list[DataSet], list[Finding]]:
-    """Every data check for one config; the data sets read (with token lengths where measured)."""
-    from pipeline.checks import lengths  # it reads DataSet from here: imported when used, not at load
-
+    """Every data check for one config but the token lengths (`lengths.check`, on the sets returned)."""
     found: list[Finding] = []
     sets: list[DataSet] = []
     for key, i, entry in config_mod.dataset_entries(cfg):
@@ -377,6 +376,4 @@ def check(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[list[DataSet], 
     train = [d for d in sets if d.key == "datasets"]
     test = [d for d in sets if d.key == "test_datasets"]
     found += leakage(train, test)
-
-    found += lengths.check(loaded, cfg, sets)
     return sets, found

@@ -1,10 +1,9 @@
-"""Parameter counts and a peak-VRAM estimate from a model's config.json alone: no weights, no GPU.
+"""Parameter counts and a peak-VRAM estimate from a model's shape alone: no weights, no GPU.
 
-The model is built on torch's meta device from the architecture's config.json (shipped in
-`pipeline/architectures/`, or `pipeline://tiny-llama`'s own), so every count below comes from the real
-module tree transformers would build, not from a formula typed in by hand:
+The shape (`pipeline.checks.shapes`) is read off the module tree transformers builds on the meta device
+from the architecture's config.json, so every count below comes from the real model, not from a formula
+typed in by hand:
 
-- `shape(arch)`: every linear layer (name, in, out), the input and output embeddings, total parameters;
 - `lora_targets(shape, cfg)`: the linear layers a config's LoRA would wrap, matched the way axolotl and
   peft match them (`lora_target_linear`: every linear layer but the output embedding; a list: a module
   whose name is, or ends with `.` + , an entry; a string: a regex that must match the whole name);
@@ -44,164 +43,19 @@ embeddings for LoRA/QLoRA is reported beside the peak (`loading_gib`), derived a
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import json
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from pipeline.checks.shapes import Linear, Shape
+
 GIB = 1024**3
-#: bump when Shape changes, so cached shapes are rebuilt
-SHAPE_RECIPE = 2
 
 #: NF4 with double quantisation (axolotl's QLoRA): 4 bits, a one-byte absmax per 64 weights, an fp32
 #: second-level absmax per 256 blocks
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
-
-#: compute capability of cards people name with --gpu (bf16 needs 8.0 or newer: Ampere)
-GPU_COMPUTE_CAPABILITY = {
-    "p100": (6, 0),
-    "v100": (7, 0),
-    "t4": (7, 5),
-    "rtx2080": (7, 5),
-    "a100": (8, 0),
-    "a10": (8, 6),
-    "a10g": (8, 6),
-    "a40": (8, 6),
-    "rtx3090": (8, 6),
-    "a6000": (8, 6),
-    "l4": (8, 9),
-    "l40s": (8, 9),
-    "rtx4090": (8, 9),
-    "h100": (9, 0),
-    "h200": (9, 0),
-    "rtx5090": (12, 0),
-}
-
-
-@dataclass(frozen=True)
-class Linear:
-    name: str
-    in_features: int
-    out_features: int
-
-    @property
-    def numel(self) -> int:
-        return self.in_features * self.out_features
-
-
-@dataclass
-class Shape:
-    """What an estimate needs to know about a model, read off its meta-device module tree."""
-
-    model_type: str
-    total_params: int
-    linears: list[Linear]
-    #: parameters of every named module that has a weight (for lora_modules_to_save)
-    module_params: dict[str, int]
-    #: weight shape of every named module that has one
-    weight_shapes: dict[str, tuple[int, ...]]
-    #: module names of the input and output embeddings
-    input_embedding: str
-    output_embedding: str | None
-    hidden: int
-    layers: int
-    vocab: int
-    intermediate: int
-    kv_dim: int
-    max_positions: int | None
-    #: width of the attention's queries (heads x head_dim; the hidden size in most models)
-    q_dim: int = 0
-    #: the output embedding is the input embedding's weight
-    tied: bool = False
-
-    @property
-    def leaf_names(self) -> set[str]:
-        return {name.rsplit(".", 1)[-1] for name in self.module_params}
-
-
-def shape(arch: Mapping[str, Any], *, cache: bool = True) -> Shape:
-    """Build the model on the meta device from its config.json (a dict) and read its shapes.
-
-    Building needs transformers' modeling code, whose import takes seconds; the result depends only on
-    the config and the transformers version, so it is kept in $PIPELINE_CACHE/shapes/ and read from
-    there the next time (`cache=False` always builds)."""
-    arch_json = json.dumps(dict(arch), sort_keys=True)
-    if not cache:
-        return _shape(arch_json)
-    path = shape_path(arch)
-    try:
-        return _from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    s = _shape(arch_json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(s)))
-    os.replace(tmp, path)
-    return s
-
-
-def shape_path(arch: Mapping[str, Any]) -> Path:
-    """Where the shape of an architecture is cached (keyed by its config.json and transformers' version)."""
-    from importlib.metadata import version
-
-    from pipeline.core import models
-
-    arch_json = json.dumps(dict(arch), sort_keys=True)
-    key = hashlib.sha256(f"{arch_json}|transformers {version('transformers')}|{SHAPE_RECIPE}".encode())
-    return models.cache_dir() / "shapes" / f"{key.hexdigest()[:24]}.json"
-
-
-def _from_json(d: dict[str, Any]) -> Shape:
-    d["linears"] = [Linear(**lin) for lin in d["linears"]]
-    d["weight_shapes"] = {k: tuple(v) for k, v in d["weight_shapes"].items()}
-    return Shape(**d)
-
-
-@functools.lru_cache(maxsize=8)
-def _shape(arch_json: str) -> Shape:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    raw = json.loads(arch_json)
-    cfg = AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "architectures"})
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    names = {id(m): n for n, m in model.named_modules()}
-    linears = [Linear(n, m.in_features, m.out_features) for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear)]
-    module_params = {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_modules()
-                     if n and getattr(m, "weight", None) is not None}
-    weight_shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules()
-                     if n and getattr(m, "weight", None) is not None}
-    out = model.get_output_embeddings()
-    text = cfg.get_text_config()  # the language model's settings (nested in multimodal configs such as Gemma 3)
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    return Shape(
-        model_type=cfg.model_type,
-        total_params=sum(p.numel() for p in model.parameters()),
-        linears=linears,
-        module_params=module_params,
-        weight_shapes=weight_shapes,
-        input_embedding=names[id(model.get_input_embeddings())],
-        output_embedding=names.get(id(out)) if out is not None else None,
-        hidden=text.hidden_size,
-        layers=text.num_hidden_layers,
-        vocab=text.vocab_size,
-        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
-        kv_dim=kv_heads * head_dim,
-        max_positions=getattr(text, "max_position_embeddings", None),
-        q_dim=text.num_attention_heads * head_dim,
-        tied=out is not None and out.weight is model.get_input_embeddings().weight,
-    )
 
 
 # --- what a config trains -----------------------------------------------------------------------------
@@ -529,26 +383,3 @@ def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Es
         loading = (weights + 2.0 * emb_params + 2.0 * last) / GIB
     return Estimate(st.adapter, tokens, parts, at=at, loading_gib=loading)
 
-
-def parse_memory(text: str) -> float:
-    """'32GiB', '24GB', '80' (GiB) -> GiB."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(gib|gb|g|mib|mb)?\s*", text.lower())
-    if not m:
-        raise ValueError(f"{text!r} is not a memory size; write e.g. 32GiB or 24GB")
-    value, unit = float(m.group(1)), m.group(2) or "gib"
-    factor = {"gib": 1.0, "g": 1.0, "gb": 1e9 / GIB, "mib": 1 / 1024, "mb": 1e6 / GIB}[unit]
-    return value * factor
-
-
-def gpu_capability(name: str) -> tuple[int, int] | None:
-    """Compute capability from a card name (`T4`, `RTX 4090`, `A100-80GB`) or `sm_86` / `8.6`."""
-    raw = re.sub(r"[\s-]", "", name.lower())
-    if m := re.fullmatch(r"sm_?(\d{1,2})(\d)", raw):
-        return int(m.group(1)), int(m.group(2))
-    if m := re.fullmatch(r"(\d{1,2})\.(\d)", raw):
-        return int(m.group(1)), int(m.group(2))
-    key = re.sub(r"(geforce|nvidia|tesla|[^a-z0-9])", "", raw)
-    for card in sorted(GPU_COMPUTE_CAPABILITY, key=len, reverse=True):
-        if key.startswith(card):
-            return GPU_COMPUTE_CAPABILITY[card]
-    return None

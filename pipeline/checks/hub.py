@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.cache import cache_dir
+
 #: seconds to wait for the hub: long enough for a slow link, short enough that a machine with no route
 #: to the hub is told so in seconds
 TIMEOUT_S = 3.0
@@ -86,9 +88,7 @@ def token_set() -> bool:
 
 
 def _cache() -> Path:
-    from pipeline.core import models
-
-    return models.cache_dir() / "hub"
+    return cache_dir() / "hub"
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pipeline.checks import data, estimate, rules  # noqa: F401 - rules registers every config rule
+from pipeline.checks import data, estimate, lengths, rules, shapes  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report
 from pipeline.checks.memory import estimates, recommendation
@@ -43,7 +43,7 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
         found.append(problem)
     if arch is not None:
         try:
-            ctx.shape = estimate.shape(arch)
+            ctx.shape = shapes.shape(arch)
         except Exception as exc:  # noqa: BLE001 - a model type transformers cannot build (its own code, a typo)
             found.append(Finding(where, loaded.line("base_model"), "architecture-unknown",
                                  f"transformers cannot build the model from its config.json ({type(exc).__name__}: "
@@ -51,6 +51,7 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
                                  f"check are skipped", "warning"))
     ctx.sets, problems = data.check(loaded, axo or cfg)
     found += problems
+    found += lengths.check(loaded, axo or cfg, ctx.sets)  # measures the sets' token lengths in place
     ctx.schedule = schedule(ctx)
 
     for rule_id, severity, fn in CHECKS:

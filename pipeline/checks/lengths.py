@@ -6,7 +6,8 @@ them). A hub tokenizer that is not in the local cache cannot be loaded offline: 
 bytes of the rendered chat (a byte-level BPE token, as in Llama 3, covers at least one byte; two more per
 row cover a SentencePiece prefix space), which bounds the steps a packed run can have.
 
-Split out of data.py (reading and row checks there, lengths here) so each module stays one subject.
+Split out of data.py (reading and row checks there, lengths here) so each module stays one subject;
+`checks.inspect` runs data's check, then this one on the sets it returned.
 """
 
 from __future__ import annotations

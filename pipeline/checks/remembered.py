@@ -27,7 +27,7 @@ _PACKAGE = Path(__file__).resolve().parent
 _CORE = _PACKAGE.parent / "core"
 _SHAPES = _PACKAGE.parent / "architectures"
 #: plumbing whose behaviour a remembered result also depends on
-_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py", "safeio.py")
+_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py", "cache.py", "safeio.py")
 
 
 def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.checks import estimate
+from pipeline.checks import cards
 from pipeline.core import models
 from pipeline.core.config import LoadedConfig
 
@@ -133,7 +133,7 @@ def target_for(loaded: LoadedConfig, device: str = "auto", gpu: str | None = Non
             str(loaded.data.get("base_model", "")).startswith(tuple(models.SCHEME + n for n in models.CPU_MODELS)):
         return Target("cpu", why="a CPU-sized model with no CUDA here")
     if gpu is not None:
-        return Target("gpu", gpu, estimate.gpu_capability(gpu), gpu_mem_gib, why="--gpu")
+        return Target("gpu", gpu, cards.gpu_capability(gpu), gpu_mem_gib, why="--gpu")
     if local is not None:
         return Target("gpu", local[0], local[1], gpu_mem_gib, why="the GPU here")
     return Target("gpu", None, None, gpu_mem_gib, why="a GPU config; name the card with --gpu to check bf16")

@@ -50,7 +50,7 @@ def bytecode_cache() -> Path | None:
         return None
     if not _installed_without_bytecode(BYTECODE_PROBES):
         return None
-    from pipeline.core.models import cache_dir
+    from pipeline.core.cache import cache_dir
 
     return cache_dir() / "pycache"
 
@@ -183,16 +183,16 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
 
     import yaml
 
-    from pipeline.core import models, runs, safeio, section
+    from pipeline.core import cache, provenance, runs, safeio, section
 
     cfg = resolved.source
     try:
-        hashes = runs.data_hashes(resolved.data_files)
+        hashes = provenance.data_hashes(resolved.data_files)
     except safeio.BadFile as exc:
         raise exc.user_error(cfg.path) from None
     run = runs.create(runs_dir, cfg.name, stage)
     with runs.setting_up(run):
-        axolotl_cfg = prepare(resolved.axolotl, run.output_dir, models.cache_dir(), resolved.data_files, hashes)
+        axolotl_cfg = prepare(resolved.axolotl, run.output_dir, cache.cache_dir(), resolved.data_files, hashes)
         text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
         runs.write_atomic(run.path / "config.yaml", text)
         runs.write_atomic(run.path / "source.yaml", cfg.text)

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.cache import cache_dir  # models/ is beneath it; smoke and train reach it as models.cache_dir()
+
 SCHEME = "pipeline://"
 ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
 #: bump when the recipe changes, so old cache entries are not reused
@@ -142,10 +144,6 @@ weather, work and the next day's plans. Rewrite the passage in a different style
 name and number: the ship, the forest, the storm, the signal, the light, the root, the memory, the
 voice of the earth, the song of the machines, the quiet of the mountains and the green of the fields.
 """.strip()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PIPELINE_CACHE", Path.home() / ".cache" / "pipeline")).expanduser()
 
 
 def is_builtin(ref: str) -> bool:

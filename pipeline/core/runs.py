@@ -21,24 +21,22 @@ import datetime as dt
 import errno
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.core import lock, safeio
+from pipeline.core import lock, provenance, safeio
 from pipeline.core.errors import Finding, UserError
 
-PACKAGES = ("torch", "transformers", "peft", "axolotl", "accelerate", "datasets", "trl", "bitsandbytes",
-            "finetune-pipeline")
+# smoke, train and evaluate still call these as runs.<name>; they live in provenance
+from pipeline.core.provenance import changed_data, git_revision, hardware, sha256_file, versions  # noqa: F401
+
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 RESERVE = ".reserve"
@@ -305,84 +303,6 @@ def adapter_problem(folder: Path) -> str | None:
     return None
 
 
-def sha256_file(path: Path) -> str:
-    return safeio.sha256(path)
-
-
-def data_hashes(files: Iterable[Path]) -> dict[str, str]:
-    """sha256 of every data file, read once for the manifest and the prepared-data key alike."""
-    return {str(p): safeio.sha256(p) for p in files}
-
-
-def changed_data(hashes: dict[str, str]) -> list[str]:
-    """The files whose content is no longer what `hashes` says (edited, replaced, gone)."""
-    changed = []
-    for path, digest in hashes.items():
-        try:
-            now = safeio.sha256(path)
-        except (safeio.BadFile, OSError):
-            now = None
-        if now != digest:
-            changed.append(path)
-    return changed
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_revision(cwd: Path | None = None) -> dict[str, Any]:
-    """Commit of the project the run was started from, and whether the tree had uncommitted changes."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        return {"commit": rev, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def hardware() -> dict[str, Any]:
-    """GPU names and driver when there are GPUs, else the CPU; always cores and memory."""
-    info: dict[str, Any] = {"machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count()}
-    try:
-        import psutil
-
-        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        pass
-    gpus = []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True).stdout
-        for line in out.strip().splitlines():
-            name, driver, mem = (x.strip() for x in line.split(","))
-            gpus.append({"name": name, "driver": driver, "memory": mem})
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    info["gpus"] = gpus
-    info["accelerator"] = gpus[0]["name"] if gpus else "cpu"
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: str, resolved_sha256: str,
                    data_files: Iterable[Path], argv: list[str] | None = None,
                    data_hashes: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -393,10 +313,10 @@ def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: st
         "started": now(),
         "command": argv if argv is not None else sys.argv,
         "config": {"path": str(config_path), "sha256": config_sha256, "resolved_sha256": resolved_sha256},
-        "data": data_hashes if data_hashes is not None else {str(p): sha256_file(p) for p in data_files},
-        "versions": versions(),
-        "git": git_revision(config_path.parent),
-        "hardware": hardware(),
+        "data": data_hashes if data_hashes is not None else provenance.data_hashes(data_files),
+        "versions": provenance.versions(),
+        "git": provenance.git_revision(config_path.parent),
+        "hardware": provenance.hardware(),
         **extra,
     }
     run.write_json(run.manifest_path, manifest)

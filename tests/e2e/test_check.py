@@ -117,6 +117,7 @@ def test_byte_bound_holds_for_a_byte_level_tokenizer() -> None:
     loaded = config.load(TINY)
     cfg = {k: v for k, v in loaded.data.items() if k != config.PIPELINE_KEY}
     sets, _ = data.check(loaded, cfg)
+    lengths.check(loaded, cfg, sets)
     for ds in sets:
         bounds = lengths.byte_bounds(ds, cfg)
         assert bounds is not None and ds.lengths is not None
@@ -142,6 +143,7 @@ def test_token_lengths_match_axolotls_own_tokenisation() -> None:
     cfg = {k: v for k, v in loaded.data.items() if k != config.PIPELINE_KEY}
     tokenizer, _ = lengths.tokenizer_for(cfg)
     sets, _ = data.check(loaded, cfg)
+    lengths.check(loaded, cfg, sets)
     strategy = StrategyLoader()(tokenizer, DictDefault({**cfg, "train_on_inputs": False}),
                                 {"type": "chat_template", "field_messages": "messages", "chat_template": "llama3"})
     for ds in sets:

@@ -136,10 +136,10 @@ def test_prepared_data_is_keyed_by_the_content_of_data_and_tokenizer(tmp_path):
     cfg = {"base_model": str(tok), "datasets": [{"path": str(rows), "type": "chat_template"}], "sequence_len": 64}
 
     def folder(**changes) -> str:
-        from pipeline.core import runs
+        from pipeline.core import provenance
 
         prepared = engine.prepare({**cfg, **changes}, tmp_path / "out", tmp_path / "cache", [rows],
-                                  runs.data_hashes([rows]))
+                                  provenance.data_hashes([rows]))
         return prepared["dataset_prepared_path"]
 
     first = folder()

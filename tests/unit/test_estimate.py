@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.checks import estimate
+from pipeline.checks import estimate, shapes
 from pipeline.core import models
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B"
@@ -14,26 +14,26 @@ SEED_RUN = {"lora_r": 64, "lora_target_linear": True, "gradient_checkpointing": 
 
 
 @pytest.fixture(scope="module")
-def llama8b() -> estimate.Shape:
-    return estimate.shape(models.architecture_config(LLAMA_8B), cache=False)
+def llama8b() -> shapes.Shape:
+    return shapes.shape(models.architecture_config(LLAMA_8B), cache=False)
 
 
 @pytest.fixture(scope="module")
-def tiny() -> estimate.Shape:
-    return estimate.shape(models.architecture_config("tiny-llama"), cache=False)
+def tiny() -> shapes.Shape:
+    return shapes.shape(models.architecture_config("tiny-llama"), cache=False)
 
 
-def test_llama8b_shape(llama8b: estimate.Shape) -> None:
+def test_llama8b_shape(llama8b: shapes.Shape) -> None:
     assert llama8b.total_params == 8_030_261_248
     assert (llama8b.input_embedding, llama8b.output_embedding) == ("model.embed_tokens", "lm_head")
     assert (llama8b.hidden, llama8b.layers, llama8b.vocab) == (4096, 32, 128_256)
 
 
-def test_seed_lora_r64_all_linear(llama8b: estimate.Shape) -> None:
+def test_seed_lora_r64_all_linear(llama8b: shapes.Shape) -> None:
     assert estimate.trainable(llama8b, SEED_RUN).lora == 167_772_160
 
 
-def test_seed_modules_to_save_adds_embeddings(llama8b: estimate.Shape) -> None:
+def test_seed_modules_to_save_adds_embeddings(llama8b: shapes.Shape) -> None:
     added, missing = estimate.modules_to_save(llama8b, {"lora_modules_to_save": ["embed_tokens", "lm_head"]})
     assert added == {"embed_tokens": 128_256 * 4096, "lm_head": 128_256 * 4096}
     assert sum(added.values()) == 1_050_673_152 and missing == []
@@ -49,7 +49,7 @@ def test_seed_modules_to_save_adds_embeddings(llama8b: estimate.Shape) -> None:
     {"lora_r": 8, "lora_target_modules": ["q_proj", "v_proj"], "peft_layers_to_transform": 0},
     {"lora_r": 8, "lora_target_linear": True, "peft_use_dora": True},  # and a magnitude vector per target
 ])
-def test_counts_match_peft(tiny: estimate.Shape, cfg: dict) -> None:
+def test_counts_match_peft(tiny: shapes.Shape, cfg: dict) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -69,7 +69,7 @@ def test_counts_match_peft(tiny: estimate.Shape, cfg: dict) -> None:
     assert estimate.trainable(tiny, cfg).total == expected
 
 
-def test_target_typo_is_reported(tiny: estimate.Shape) -> None:
+def test_target_typo_is_reported(tiny: shapes.Shape) -> None:
     _, missing = estimate.lora_targets(tiny, {"lora_target_modules": ["q_proj", "v_projj"]})
     assert missing == ["v_projj"]
     assert estimate.lora_targets(tiny, {"lora_target_modules": "nothing_matches"})[1] == ["nothing_matches"]
@@ -78,12 +78,12 @@ def test_target_typo_is_reported(tiny: estimate.Shape) -> None:
 # Measured on an H100 80GB HBM3, one run each (VERIFIED.md): 8B shape, seq 4096, packing, mbs 1, GA 4,
 # r64 all-linear, adamw_torch, gradient checkpointing.
 @pytest.mark.parametrize(("adapter", "measured_gib"), [("lora", 24.46), ("qlora", 14.83)])
-def test_peak_close_to_measured(llama8b: estimate.Shape, adapter: str, measured_gib: float) -> None:
+def test_peak_close_to_measured(llama8b: shapes.Shape, adapter: str, measured_gib: float) -> None:
     est = estimate.peak_vram(llama8b, SEED_RUN, adapter, tokens=4096)
     assert abs(est.peak_gib - measured_gib) / measured_gib < 0.03, est.as_dict()
 
 
-def test_memory_grows_with_what_it_should(llama8b: estimate.Shape) -> None:
+def test_memory_grows_with_what_it_should(llama8b: shapes.Shape) -> None:
     base = estimate.peak_vram(llama8b, SEED_RUN, "lora", 4096).peak_gib
     assert estimate.peak_vram(llama8b, SEED_RUN, "lora", 8192).peak_gib > base
     no_ckpt = {**SEED_RUN, "gradient_checkpointing": False}
@@ -96,7 +96,7 @@ def test_memory_grows_with_what_it_should(llama8b: estimate.Shape) -> None:
     assert full.peak_gib > 3 * base and full.loading_gib == 0
 
 
-def test_full_fine_tune_keeps_embeddings_fp32_and_adamw_moments_in_the_weights_dtype(llama8b: estimate.Shape) -> None:
+def test_full_fine_tune_keeps_embeddings_fp32_and_adamw_moments_in_the_weights_dtype(llama8b: shapes.Shape) -> None:
     """bf16 weights, gradients and moments except the embeddings and norms, which axolotl keeps in fp32."""
     est = estimate.peak_vram(llama8b, SEED_RUN, "full", 4096)
     fp32 = 2 * 128_256 * 4096 + 65 * 4096
@@ -106,27 +106,9 @@ def test_full_fine_tune_keeps_embeddings_fp32_and_adamw_moments_in_the_weights_d
     assert est.parts["trainable+optimizer"] == pytest.approx((3 * weights + estimate.WORKSPACES) / 2**30)
 
 
-@pytest.mark.parametrize(("text", "gib"), [("32GiB", 32.0), ("80", 80.0), ("24GB", 24e9 / 2**30),
-                                           ("512MiB", 0.5)])
-def test_parse_memory(text: str, gib: float) -> None:
-    assert estimate.parse_memory(text) == pytest.approx(gib)
-
-
-def test_parse_memory_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
-        estimate.parse_memory("lots")
-
-
-@pytest.mark.parametrize(("name", "cc"), [("T4", (7, 5)), ("RTX 4090", (8, 9)), ("A100-80GB", (8, 0)),
-                                          ("sm_120", (12, 0)), ("8.6", (8, 6)), ("V100", (7, 0)),
-                                          ("potato", None)])
-def test_gpu_capability(name: str, cc: tuple[int, int] | None) -> None:
-    assert estimate.gpu_capability(name) == cc
-
-
-def test_cached_shape_is_the_built_one(tmp_path, monkeypatch, llama8b: estimate.Shape) -> None:
+def test_cached_shape_is_the_built_one(tmp_path, monkeypatch, llama8b: shapes.Shape) -> None:
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
     arch = models.architecture_config(LLAMA_8B)
-    first = estimate.shape(arch)  # builds and writes
+    first = shapes.shape(arch)  # builds and writes
     assert list((tmp_path / "shapes").glob("*.json"))
-    assert estimate.shape(arch) == first == llama8b  # read back
+    assert shapes.shape(arch) == first == llama8b  # read back

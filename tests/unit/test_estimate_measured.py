@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.checks import estimate
+from pipeline.checks import estimate, shapes
 from pipeline.core import config, models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def resolved(row: dict[str, Any]) -> dict[str, Any]:
 def estimated(row: dict[str, Any]) -> estimate.Estimate:
     cfg = resolved(row)
     arch = row["model"].removeprefix("pipeline://random/")
-    s = estimate.shape(models.architecture_config(arch))
+    s = shapes.shape(models.architecture_config(arch))
     tokens = int(cfg.get("micro_batch_size") or 1) * int(cfg["sequence_len"])  # rows pack or pad
     return estimate.peak_vram(s, cfg, cfg.get("adapter") or "full", tokens)
 
@@ -48,7 +48,7 @@ def test_estimate_holds_to_the_measured_peak(row: dict[str, Any]) -> None:
 @pytest.mark.parametrize("row", ROWS, ids=[r["id"] for r in ROWS])
 def test_trainable_parameters_are_exact(row: dict[str, Any]) -> None:
     cfg = resolved(row)
-    s = estimate.shape(models.architecture_config(row["model"].removeprefix("pipeline://random/")))
+    s = shapes.shape(models.architecture_config(row["model"].removeprefix("pipeline://random/")))
     expected = estimate.trainable(s, cfg).total if cfg.get("adapter") else s.total_params
     assert row["trainable_params"] == expected
 

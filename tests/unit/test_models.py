@@ -6,7 +6,7 @@ from pipeline.core import models
 
 
 def test_tiny_model_builds_identically_from_the_same_seed(tmp_path, monkeypatch):
-    from pipeline.core.runs import sha256_file
+    from pipeline.core.provenance import sha256_file
 
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "a"))
     a = models.resolve("pipeline://tiny-llama")
@@ -83,10 +83,10 @@ PUBLISHED_PARAMETERS = {
 
 def test_every_shipped_shape_builds_with_its_published_size():
     """Every config.json builds on the meta device into a model of the size published for the checkpoint."""
-    from pipeline.checks import estimate
+    from pipeline.checks import shapes
 
     assert set(models.known_architectures()) == set(PUBLISHED_PARAMETERS)
-    built = {name: estimate.shape(models.architecture_config(name), cache=False).total_params
+    built = {name: shapes.shape(models.architecture_config(name), cache=False).total_params
              for name in models.known_architectures()}
     assert built == PUBLISHED_PARAMETERS
 

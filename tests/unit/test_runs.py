@@ -1,9 +1,8 @@
 import json
-import os
 
 import pytest
 
-from pipeline.core import runs
+from pipeline.core import provenance, runs
 from pipeline.core.errors import UserError
 
 
@@ -25,7 +24,7 @@ def test_manifest_records_versions_git_hashes_and_hardware(tmp_path, root):
     for pkg in ("python", "torch", "transformers", "peft", "axolotl"):
         assert on_disk["versions"][pkg], pkg
     assert len(on_disk["git"]["commit"]) == 40  # the project's own revision, found from the config's folder
-    assert on_disk["data"][str(data)] == runs.sha256_file(data)
+    assert on_disk["data"][str(data)] == provenance.sha256_file(data)
     assert on_disk["hardware"]["accelerator"]
     assert on_disk["status"] == "running"
     done = runs.finish_manifest(run, "succeeded", exit_code=0)
@@ -95,14 +94,3 @@ def test_a_run_folder_that_cannot_be_set_up_is_removed(tmp_path):
         raise OSError(28, "No space left on device")
     assert exc.value.findings[0].rule == "runs-unwritable" and "No space left" in str(exc.value)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_data_is_hashed_once_and_a_change_is_seen(tmp_path):
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"a": 1}\n')
-    hashes = runs.data_hashes([rows])
-    assert runs.changed_data(hashes) == []
-    stat = rows.stat()
-    rows.write_text('{"a": 2}\n')  # the same size, and the same modification time below
-    os.utime(rows, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert runs.changed_data(hashes) == [str(rows)]

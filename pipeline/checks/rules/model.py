@@ -7,7 +7,7 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pipeline.checks import estimate
+from pipeline.checks import estimate, shapes
 from pipeline.checks.context import Context, as_int, count
 from pipeline.checks.memory import tokens_per_micro_batch
 from pipeline.checks.registry import rule
@@ -86,7 +86,7 @@ def _save_without_tokens(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], 
 
 
 
-def _weight_shape(s: estimate.Shape, leaf: str) -> tuple[int, ...] | None:
+def _weight_shape(s: shapes.Shape, leaf: str) -> tuple[int, ...] | None:
     for name, dims in s.weight_shapes.items():
         if name == leaf or name.endswith("." + leaf):
             return dims

@@ -1,0 +1,25 @@
+"""Cards as a person names them: `--gpu-mem` sizes and `--gpu` names to compute capabilities."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.checks import cards
+
+
+@pytest.mark.parametrize(("text", "gib"), [("32GiB", 32.0), ("80", 80.0), ("24GB", 24e9 / 2**30),
+                                           ("512MiB", 0.5)])
+def test_parse_memory(text: str, gib: float) -> None:
+    assert cards.parse_memory(text) == pytest.approx(gib)
+
+
+def test_parse_memory_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        cards.parse_memory("lots")
+
+
+@pytest.mark.parametrize(("name", "cc"), [("T4", (7, 5)), ("RTX 4090", (8, 9)), ("A100-80GB", (8, 0)),
+                                          ("sm_120", (12, 0)), ("8.6", (8, 6)), ("V100", (7, 0)),
+                                          ("potato", None)])
+def test_gpu_capability(name: str, cc: tuple[int, int] | None) -> None:
+    assert cards.gpu_capability(name) == cc
