@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]  # conftest.py sits in tests/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py, importable as `support`
+
+from support import ROOT, TINY, wait_until  # noqa: E402
 
 # One model cache for the whole test session (and all xdist workers): building is atomic, so workers that
 # race to build the same model are safe, and later runs reuse it.
@@ -68,21 +70,71 @@ def wait_for_step(runs_dir: Path, step: int, proc: subprocess.Popen[str], timeou
     if `proc` ends first or `timeout` seconds pass."""
     from pipeline.core import runs
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        for path in runs_dir.glob("*/metrics.jsonl"):
-            seen = [r["step"] for r in runs.read_jsonl(path) if r.get("kind") == "train"]
-            if seen and max(seen) >= step:
-                return max(seen)
-        time.sleep(0.02)
-    raise AssertionError(f"step {step} not reached in {timeout}s")
+    def highest() -> int:
+        seen = [r["step"] for path in runs_dir.glob("*/metrics.jsonl") for r in runs.read_jsonl(path)
+                if r.get("kind") == "train"]
+        return max(seen) if seen and max(seen) >= step else 0
+
+    return wait_until(highest, what=f"training step {step}", timeout=timeout, proc=proc)
 
 
 @pytest.fixture(scope="session")
 def step_reached():
     """`step_reached(runs_dir, step, proc)`: wait until a live run has logged that training step."""
     return wait_for_step
+
+
+class SharedRuns:
+    """Real runs made once per test session and shared by every xdist worker (a file lock in the session's
+    common temporary folder decides who makes each; the others wait for it and read the same folder).
+
+    A shared run is read-only to its users: a test that writes into one (merges, damages, evaluates it)
+    works on its own copy (`support.copy_run`)."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        where.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str, *commands: tuple[str, ...]) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
+        """Run `commands` (each a pipeline command line, all into one runs folder) once per session; return
+        the run folder they made and what each printed."""
+        import filelock
+
+        folder, record = self.where / name, self.where / f"{name}.json"
+        with filelock.FileLock(str(self.where / f"{name}.lock")):
+            if not record.is_file():
+                done = []
+                for args in commands:
+                    proc = run_cli(*args, "--runs-dir", str(folder / "runs"))
+                    assert proc.returncode == 0, (args, proc.stderr[-3000:])
+                    done.append({"args": list(args), "stdout": proc.stdout, "stderr": proc.stderr})
+                record.write_text(json.dumps(done))
+        procs = [subprocess.CompletedProcess(d["args"], 0, d["stdout"], d["stderr"])
+                 for d in json.loads(record.read_text())]
+        (run,) = [p for p in (folder / "runs").iterdir() if p.is_dir()]
+        return run, procs
+
+
+@pytest.fixture(scope="session")
+def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> SharedRuns:
+    base = tmp_path_factory.getbasetemp()  # under xdist, each worker's; their parent is the session's
+    return SharedRuns((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-runs")
+
+
+@pytest.fixture(scope="session")
+def tiny_smoke(shared_runs: SharedRuns) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`pipeline smoke configs/tiny_cpu.yaml --profile-step 2`: the embedded default's 3-step smoke, with
+    torch's profiler over step 2 (the run folder and what the command printed)."""
+    run, (proc,) = shared_runs.get("tiny-smoke", ("smoke", TINY, "--profile-step", "2"))
+    return run, proc
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(shared_runs: SharedRuns) -> Path:
+    """`pipeline train configs/tiny_cpu.yaml` as `nox -s train` runs it: 4 epochs, 72 steps, with its
+    checkpoints and final adapter. Read-only: copy it (`support.copy_run`) to merge or damage it."""
+    run, _ = shared_runs.get("tiny-trained", ("train", TINY))
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """Code that a run would execute is named before it runs, and the check itself runs none of it: a plugin
 outside axolotl (read from source, its package's `__init__` never imported), and `trust_remote_code` with
-the Python a model's config.json names in its auto_map."""
+the Python a model's config.json names in its auto_map. The checks run in-process through the real command
+line (`pipeline.cli.main`): code that ran would show in this process (a mark file, a module imported, a
+SystemExit)."""
 
 from __future__ import annotations
 
@@ -11,23 +13,32 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT, TINY
 
-ROOT = Path(__file__).resolve().parents[2]
+from pipeline import cli
+
 PLUGINS = ROOT / "tests" / "cases" / "plugins"
-TINY = "configs/tiny_cpu.yaml"
 
 
-def check(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "check", *args, "--format", "json"], cwd=ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
-    return proc.returncode, json.loads(proc.stdout)["configs"][0]
+@pytest.fixture
+def check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """check(*args) -> (exit code, the JSON report of the one config), from the repository root."""
+    monkeypatch.chdir(ROOT)
+
+    def run(*args: str) -> tuple[int, dict]:
+        code = cli.main(["check", *args, "--format", "json"])
+        return code, json.loads(capsys.readouterr().out)["configs"][0]
+
+    return run
 
 
-def test_a_plugin_is_named_and_never_imported(tmp_path: Path) -> None:
+def test_a_plugin_is_named_and_never_imported(tmp_path: Path, check, monkeypatch: pytest.MonkeyPatch) -> None:
     mark = tmp_path / "imported"
+    monkeypatch.setenv("CASE_PLUGIN_MARK", str(mark))
+    monkeypatch.syspath_prepend(str(PLUGINS))
     env = {"CASE_PLUGIN_MARK": str(mark), "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(ROOT)])}
-    code, report = check("tests/cases/code-will-run.yaml", env=env)
-    assert not mark.exists(), "the check ran the plugin's package"
+    code, report = check("tests/cases/code-will-run.yaml")
+    assert not mark.exists() and "case_plugin" not in sys.modules, "the check ran the plugin's package"
     (f,) = report["findings"]
     assert (f["rule"], f["severity"], code) == ("code-will-run", "warning", 0)
     for name in ("case_plugin/__init__.py", "case_plugin/plugin.py"):
@@ -54,7 +65,7 @@ def model_with_code(tmp_path: Path) -> Path:
     return folder
 
 
-def test_trust_remote_code_names_the_files_it_would_run(model_with_code: Path) -> None:
+def test_trust_remote_code_names_the_files_it_would_run(model_with_code: Path, check) -> None:
     code, report = check(TINY, "--set", f"base_model={model_with_code}", "--set", "trust_remote_code=true",
                          "--device", "cpu")
     found = [f for f in report["findings"] if f["rule"] == "code-will-run"]
@@ -62,7 +73,8 @@ def test_trust_remote_code_names_the_files_it_would_run(model_with_code: Path) -
     assert "modeling_shout.py" in found[0]["message"] and "configuration_shout.py" in found[0]["message"]
 
 
-def test_an_architecture_that_exists_only_in_its_own_code_needs_trust_remote_code(model_with_code: Path) -> None:
+def test_an_architecture_that_exists_only_in_its_own_code_needs_trust_remote_code(model_with_code: Path,
+                                                                                 check) -> None:
     cfg = json.loads((model_with_code / "config.json").read_text())
     (model_with_code / "config.json").write_text(json.dumps({**cfg, "model_type": "shout"}))
     code, report = check(TINY, "--set", f"base_model={model_with_code}", "--device", "cpu")
@@ -70,7 +82,7 @@ def test_an_architecture_that_exists_only_in_its_own_code_needs_trust_remote_cod
     assert code == 2 and "trust_remote_code: true" in f["message"] and "modeling_shout.py" in f["message"]
 
 
-def test_trust_remote_code_on_a_model_without_code_is_said_to_be_needless(model_with_code: Path) -> None:
+def test_trust_remote_code_on_a_model_without_code_is_said_to_be_needless(model_with_code: Path, check) -> None:
     cfg = json.loads((model_with_code / "config.json").read_text())
     (model_with_code / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "auto_map"}))
     code, report = check(TINY, "--set", f"base_model={model_with_code}", "--set", "trust_remote_code=true",

@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from support import copy_run, run_ok
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, cli) -> tuple[Path, dict]:
-    """`pipeline train configs/tiny_cpu.yaml`, `pipeline merge --auto`, `pipeline evaluate --latest`."""
-    runs_dir = tmp_path_factory.mktemp("e2e") / "runs"
+def evaluated(tmp_path_factory, cli, tiny_trained) -> tuple[Path, dict]:
+    """`pipeline train configs/tiny_cpu.yaml` (the session's run, copied), `pipeline merge --auto`,
+    `pipeline evaluate --latest`."""
     # the tiny config: the CPU default, the real model, trains for minutes (tests/e2e/test_smollm2.py runs 3 steps)
-    for args in (["train", "configs/tiny_cpu.yaml"], ["merge", "--auto"], ["evaluate", "--latest"]):
-        proc = cli(*args, "--runs-dir", str(runs_dir))
-        assert proc.returncode == 0, (args, proc.stderr[-3000:])
-    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    run = copy_run(tiny_trained, tmp_path_factory.mktemp("e2e") / "runs")
+    for args in (["merge", "--auto"], ["evaluate", "--latest"]):
+        assert run_ok(cli, run.parent, *args) == run
     return run, json.loads((run / "eval" / "eval.json").read_text())
 
 

@@ -23,17 +23,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import ROOT, TINY, copy_run, wait_until
 
 from pipeline.core import engine, runs
 
 pytestmark = pytest.mark.faults
 
-TINY = "configs/tiny_cpu.yaml"
 TRAIN_ROWS = "data/processed/visions_training.jsonl"
 #: a hostile input must be refused long before this (the bomb hung check for ever; the FIFO too)
 QUICK = 240
@@ -82,7 +81,7 @@ class Project:
     def __init__(self, root: Path, runs_dir: Path, earlier: Path) -> None:
         self.root, self.runs = root, runs_dir
         for part in ("configs", "data"):
-            shutil.copytree(Path(__file__).resolve().parents[2] / part, root / part)
+            shutil.copytree(ROOT / part, root / part)
         runs_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(earlier, runs_dir / earlier.name, symlinks=True)
         self.earlier = runs_dir / earlier.name
@@ -108,23 +107,15 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def earlier(tmp_path_factory: pytest.TempPathFactory, cli) -> Path:
-    """A real earlier run (a one-step smoke) that no later command may touch."""
-    return one_run(cli, tmp_path_factory.mktemp("earlier"), "smoke", TINY, "--max-steps", "1")
+def earlier(tiny_smoke) -> Path:
+    """A real earlier run (the session's tiny smoke) that no later command may touch."""
+    return tiny_smoke[0]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, cli) -> Path:
-    """A real finished training run (two steps) with its adapter, copied by the tests that damage it."""
-    return one_run(cli, tmp_path_factory.mktemp("trained"), "train", TINY, "--set", "max_steps=2")
-
-
-def one_run(cli, runs_dir: Path, *args: str) -> Path:
-    """Run one pipeline command into `runs_dir` (it must succeed); the run folder it made."""
-    proc = cli(*args, "--runs-dir", str(runs_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
-    return run
+def trained(tiny_trained) -> Path:
+    """A real finished training run with its adapter, copied by the tests that damage it."""
+    return tiny_trained
 
 
 @pytest.fixture
@@ -418,12 +409,7 @@ def test_a_read_only_runs_folder_is_one_line_and_listing_still_works(read_only, 
 # --- damaged files and leftovers ----------------------------------------------------------------------------
 
 def copy_trained(project: Project, trained: Path, name: str | None = None) -> Path:
-    run = project.runs / (name or trained.name)
-    shutil.copytree(trained, run)
-    manifest = json.loads((run / "manifest.json").read_text())
-    text = json.dumps(manifest).replace(str(trained), str(run))  # the folder moved: so did its paths
-    (run / "manifest.json").write_text(text)
-    return run
+    return copy_run(trained, project.runs, name)
 
 
 def test_a_damaged_manifest_is_skipped_where_runs_are_listed(project, trained):
@@ -449,10 +435,8 @@ def test_a_damaged_manifest_is_skipped_where_runs_are_listed(project, trained):
 def test_a_killed_evaluation_is_cleaned_up_and_a_damaged_adapter_is_one_line(project, trained):
     run = copy_trained(project, trained)
     proc = project.start("evaluate", str(run))
-    deadline = time.monotonic() + 600
-    while not list(run.glob(".eval-*")):  # the temporary report folder: the evaluation is under way
-        assert proc.poll() is None and time.monotonic() < deadline, "the evaluation ended before it was killed"
-        time.sleep(0.05)
+    # the temporary report folder: the evaluation is under way
+    wait_until(lambda: list(run.glob(".eval-*")), what="the evaluation's temporary folder", proc=proc)
     proc.kill()
     proc.wait()
     assert list(run.glob(".eval-*"))

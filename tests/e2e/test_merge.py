@@ -7,37 +7,31 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
 import yaml
+from support import TINY, copy_run, run_ok, wait_until
 
 from pipeline.core import inference
 
 pytestmark = pytest.mark.slow
 
-TINY = "configs/tiny_cpu.yaml"
 ONE_EPOCH = ["--set", "num_epochs=1"]
 
 
-def train(cli, runs_dir: Path, *extra: str) -> Path:
-    proc = cli("train", TINY, *ONE_EPOCH, *extra, "--runs-dir", str(runs_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
-    return run
-
-
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, cli) -> Path:
-    return train(cli, tmp_path_factory.mktemp("lora"))
+def lora_run(tmp_path_factory, tiny_trained) -> Path:
+    """The session's trained tiny LoRA run, copied: these tests merge it."""
+    return copy_run(tiny_trained, tmp_path_factory.mktemp("lora"))
 
 
 @pytest.fixture(scope="module")
 def qlora_run(tmp_path_factory, cli) -> Path:
-    return train(cli, tmp_path_factory.mktemp("qlora"), "--set", "adapter=qlora", "--set", "load_in_4bit=true")
+    return run_ok(cli, tmp_path_factory.mktemp("qlora"), "train", TINY, *ONE_EPOCH, "--set", "adapter=qlora",
+                  "--set", "load_in_4bit=true")
 
 
 def validation_logits(model, run: Path) -> list[torch.Tensor]:
@@ -91,15 +85,12 @@ def start_merge(run: Path) -> tuple[subprocess.Popen, int]:
 
 def wait_for_shards(run: Path, proc: subprocess.Popen, offset: int, timeout: float = 300) -> None:
     """Until axolotl announces, in this merge's part of the log, that it is about to write the shards."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the merge ended before it could be stopped"
+    def announced() -> bool:
         with (run / "merge.log").open("rb") as fh:
             fh.seek(offset)
-            if b"Copying non-model files" in fh.read():
-                return
-        time.sleep(0.01)
-    raise AssertionError("the merge never started writing")
+            return b"Copying non-model files" in fh.read()
+
+    wait_until(announced, what="the merge starting to write its shards", timeout=timeout, proc=proc, every=0.01)
 
 
 def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, lora_run):

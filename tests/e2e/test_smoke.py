@@ -1,4 +1,7 @@
-"""`pipeline smoke` for real: axolotl trains the tiny model on the CPU for a few steps."""
+"""`pipeline smoke` for real: axolotl trains the tiny model on the CPU for a few steps.
+
+The embedded default's smoke runs once per test session (conftest's `tiny_smoke`, with the profiler over
+step 2) and the table, bound and phase tests read it; runs with other settings are their own."""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import TINY
 
 pytestmark = pytest.mark.slow
-
-TINY = "configs/tiny_cpu.yaml"
 
 
 def smoke_json(runs_dir: Path) -> dict:
@@ -18,9 +20,9 @@ def smoke_json(runs_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_tiny_smoke_prints_the_table_and_meets_its_bounds(cli, runs_dir):
-    proc = cli("smoke", TINY, "--runs-dir", str(runs_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_tiny_smoke_prints_the_table_and_meets_its_bounds(tiny_smoke):
+    run, proc = tiny_smoke
+    runs_dir = run.parent
     table = proc.stdout.splitlines()
     header = next(line for line in table if line.startswith("| Config"))
     assert header.split("|")[1:-1] == [" Config   ", " Runtime ", " Peak VRAM (RSS on CPU) ", " Trainable Params ",
@@ -37,7 +39,7 @@ def test_tiny_smoke_prints_the_table_and_meets_its_bounds(cli, runs_dir):
     assert result["trainable_params"] == 35_584  # r=8 on every linear layer and lm_head of the tiny model
     assert result["throughput_tok_s"] > 0
 
-    run = runs_dir / result["run"]
+    assert runs_dir / result["run"] == run
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0
     resolved = yaml.safe_load((run / "config.yaml").read_text())
@@ -46,16 +48,6 @@ def test_tiny_smoke_prints_the_table_and_meets_its_bounds(cli, runs_dir):
     assert "pipeline" not in resolved
     assert (run / "source.yaml").read_text() == Path(TINY).read_text()
     assert (run / "output" / "adapter_model.safetensors").is_file()
-
-
-def test_same_seed_gives_identical_losses(cli, runs_dir):
-    losses = []
-    for i in range(2):
-        proc = cli("smoke", TINY, "--max-steps", "2", "--runs-dir", str(runs_dir / str(i)))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        losses.append(smoke_json(runs_dir / str(i))["results"][0]["losses"])
-    assert losses[0] == losses[1]
-    assert len(losses[0]) == 2
 
 
 def test_a_bound_below_what_the_run_reaches_fails_with_one_line(cli, runs_dir, tmp_path):
@@ -73,10 +65,9 @@ def test_a_bound_below_what_the_run_reaches_fails_with_one_line(cli, runs_dir, t
     assert result["ok"] is False and verdicts == {"peak_rss_gib": False, "final_loss": True}
 
 
-def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, runs_dir):
-    proc = cli("smoke", TINY, "--runs-dir", str(runs_dir), "--max-steps", "2", "--profile-step", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (result,) = smoke_json(runs_dir)["results"]
+def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(tiny_smoke):
+    run, proc = tiny_smoke
+    (result,) = smoke_json(run.parent)["results"]
     phases = result["phases_s"]
     names = ["configured", "data_ready", "model_loaded", "training", "first_step", "trained", "saved"]
     assert list(phases) == names
@@ -84,7 +75,6 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, run
     assert times == sorted(times) and times[0] > 0 and times[-1] <= result["runtime_s"]
     assert "tiny_cpu: checks " in proc.stdout and "| startup " in proc.stdout and "| first step " in proc.stdout
 
-    run = runs_dir / result["run"]
     profile = json.loads((run / "profile.json").read_text())
     assert profile["step"] == 2 and profile["clock"] == "cpu" and profile["total_ms"] > 0
     assert "matmul" in profile["groups"]  # a Llama step is mostly aten::mm on the CPU
@@ -92,8 +82,10 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(cli, run
     assert "aten::mm" in (run / "profile.txt").read_text()
 
 
-def test_freezing_the_heap_changes_nothing_that_is_trained(cli, tmp_path):
-    """gc.freeze (pipeline.in_axolotl.recorder) only spares the collector work: a packed run's losses are equal."""
+def test_same_seed_gives_identical_losses_with_the_heap_frozen_or_not(cli, tmp_path):
+    """Two runs of one config on its seed train bit for bit the same, whether gc.freeze
+    (pipeline.in_axolotl.recorder), which only spares the collector work, is on or off: a packed run's
+    losses are equal."""
     losses = []
     for value in ("0", "1"):
         runs = tmp_path / value

@@ -1,0 +1,59 @@
+"""Helpers the tests share (importable as `support`: tests/conftest.py puts this folder on sys.path).
+
+Fixtures live in conftest.py; plain functions and constants a test module needs at import time (for
+parametrisation, say) live here, so no test file works out the repository root or polls on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: the repository root: every relative path the tests name (configs/, data/, tests/cases/) is under it
+ROOT = Path(__file__).resolve().parents[1]
+#: the embedded default config: a tiny Llama pipeline builds itself, trained on the CPU in seconds
+TINY = "configs/tiny_cpu.yaml"
+
+
+def only_run(runs_dir: Path) -> Path:
+    """The one run folder under `runs_dir` (fails if there are none or several)."""
+    found = [p for p in runs_dir.iterdir() if p.is_dir()]
+    assert len(found) == 1, f"expected one run folder in {runs_dir}, found {[p.name for p in found]}"
+    return found[0]
+
+
+def run_ok(cli: Callable[..., subprocess.CompletedProcess[str]], runs_dir: Path, *args: str,
+           **kw: Any) -> Path:
+    """Run one pipeline command into `runs_dir`, require exit 0, and return the one run folder it made."""
+    proc = cli(*args, "--runs-dir", str(runs_dir), **kw)
+    assert proc.returncode == 0, (args, proc.stderr[-3000:])
+    return only_run(runs_dir)
+
+
+def wait_until(ready: Callable[[], Any], *, what: str, timeout: float = 600,
+               proc: subprocess.Popen[Any] | None = None, every: float = 0.02) -> Any:
+    """Poll `ready()` until it returns something truthy and return that; fail after `timeout` seconds, or
+    as soon as `proc` (the process that should make it true) has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = ready()
+        if got:
+            return got
+        assert proc is None or proc.poll() is None, f"the process ended before {what}"
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def copy_run(run: Path, runs_dir: Path, name: str | None = None) -> Path:
+    """Copy a finished run folder into `runs_dir`; the manifest's paths follow it (the folder moved)."""
+    dest = runs_dir / (name or run.name)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run, dest, symlinks=True)
+    manifest = dest / "manifest.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text())).replace(str(run), str(dest)))
+    return dest
