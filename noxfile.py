@@ -64,8 +64,9 @@ def smoke(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit and integration tests on all cores (gpu/multi_gpu/docker tests skip where they can't run)."""
     env = locked(session)
+    # one test file per worker at a time: a module's real runs (its module-scoped fixtures) are made once
     session.run(str(BIN / "python"), "-m", "pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"),
-                *session.posargs, env=env, external=True)
+                "--dist", "loadfile", *session.posargs, env=env, external=True)
 
 
 @nox.session
@@ -109,16 +110,26 @@ def eval_(session: nox.Session) -> None:
     pipeline(session, "evaluate", *session.posargs)
 
 
-@nox.session
-def container(session: nox.Session) -> None:
-    """Build the CPU image offline (local Debian base, wheelhouse of the lock) and run the docker tests."""
-    env = locked(session)
+def build_image(session: nox.Session, env: dict[str, str]) -> None:
     session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "-r", str(LOCK), "-d", "wheelhouse",
                 env=env, external=True)
     session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "--no-deps", "--require-hashes", "-r",
                 str(ROOT / "models.lock"), "-d", "wheelhouse", env=env, external=True)
     session.run("docker", "build", "-f", "docker/Dockerfile", "--build-arg", "BASE_IMAGE=local/debian:bookworm",
                 "--build-arg", "WHEELHOUSE=wheelhouse", "-t", "finetune-pipeline:cpu", ".", external=True)
+
+
+@nox.session
+def image(session: nox.Session) -> None:
+    """Build the CPU image offline (local Debian base, wheelhouse of the lock); `nox -s tests` then runs it."""
+    build_image(session, locked(session))
+
+
+@nox.session
+def container(session: nox.Session) -> None:
+    """Build the CPU image offline (local Debian base, wheelhouse of the lock) and run the docker tests."""
+    env = locked(session)
+    build_image(session, env)
     session.run(str(BIN / "python"), "-m", "pytest", "-m", "docker", "-p", "no:xdist", *session.posargs,
                 env={**env, "PIPELINE_IMAGE": "finetune-pipeline:cpu", "PIPELINE_DOCKER_REQUIRED": "1"},
                 external=True)

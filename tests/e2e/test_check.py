@@ -4,16 +4,15 @@ advice for a card, the time it takes, and the token counts against axolotl's own
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from pipeline import cli
 from pipeline.checks import data, lengths, registry
 from pipeline.checks.inspect import inspect
 from pipeline.core import config
 
-ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.yaml"))
 LORA, QLORA, TINY = "configs/lora_style_transfer.yaml", "configs/qlora_style_transfer.yaml", "configs/tiny_cpu.yaml"
 #: what the shipped GPU configs may warn about here: the Llama-3.1 model and tokenizer are not available

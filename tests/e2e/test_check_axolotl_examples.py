@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from pipeline import cli
 
-ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus" / "axolotl-examples"
 CONFIGS = sorted(CORPUS.glob("*.y*ml")) if CORPUS.is_dir() else []
 

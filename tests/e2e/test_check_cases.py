@@ -18,11 +18,11 @@ import re
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from pipeline import cli
 from pipeline.checks import registry, rules  # noqa: F401 - registers every config rule
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "tests" / "cases").glob("*.yaml"))
 #: rules reported by the config loader, which `pipeline check` also runs
 OTHER_RULES = {"yaml-syntax"}

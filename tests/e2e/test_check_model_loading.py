@@ -16,7 +16,6 @@ import pytest
 
 from pipeline.core import models
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = "configs/tiny_cpu.yaml"
 TOKEN = "hf_good_token"
 #: what the fake hub serves as a public and a gated model's config.json: the tiny Llama's shape

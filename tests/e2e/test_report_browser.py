@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image
+from support import ROOT
 
 from pipeline import evaluate, report
 from pipeline.core import inference, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = (1280, 4000)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import run_ok
 
 from pipeline.core import inference, models
 
@@ -58,11 +59,8 @@ def smoke(built, cli, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def merged_run(built, cli, tmp_path_factory) -> Path:
     runs_dir = tmp_path_factory.mktemp("smollm2-merge") / "runs"
-    proc = cli("train", CONFIG, "--set", "max_steps=3", "--runs-dir", str(runs_dir), env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = cli("merge", "--auto", "--runs-dir", str(runs_dir), env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    run = run_ok(cli, runs_dir, "train", CONFIG, "--set", "max_steps=3", env=ONE_THREAD)
+    assert run_ok(cli, runs_dir, "merge", "--auto", env=ONE_THREAD) == run
     return run
 
 

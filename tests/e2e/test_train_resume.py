@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import TINY, only_run
 
 from pipeline.core import runs
 
 pytestmark = pytest.mark.slow
 
-TINY = "configs/tiny_cpu.yaml"
 #: two epochs of 18 steps; a checkpoint at the end of each (saves_per_epoch: 1)
 SHORT = ["--set", "num_epochs=2"]
 
@@ -26,11 +26,6 @@ def train_losses(run: Path) -> dict[int, float]:
     steps = [r["step"] for r in records if r["kind"] == "train"]
     assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
     return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
-
-
-def only_run(runs_dir: Path) -> Path:
-    (run,) = [p for p in runs_dir.iterdir() if p.is_dir()]
-    return run
 
 
 def test_sigterm_then_resume_equals_an_uninterrupted_run(cli, tmp_path, step_reached):

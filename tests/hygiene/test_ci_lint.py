@@ -14,8 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from support import ROOT
 
 
 def tool(name: str, installed_by: str) -> str:
@@ -27,7 +26,7 @@ def tool(name: str, installed_by: str) -> str:
 
 
 def lint(argv: list[str]) -> None:
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}{proc.stderr}"
 
 
@@ -57,10 +56,10 @@ def test_compose_file_is_valid():
 
 def python_files() -> set[str]:
     """Tracked files that are Python: a .py suffix, or a first line `#!` naming python (tools/compare-smoke)."""
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     found = set()
     for rel in filter(None, out.decode().split("\0")):
-        path = REPO / rel
+        path = ROOT / rel
         if rel.endswith(".py"):
             found.add(rel)
         elif path.is_file() and not path.is_symlink():
@@ -73,7 +72,7 @@ def python_files() -> set[str]:
 
 def ruff_paths() -> list[str]:
     """noxfile.py's RUFF_PATHS, read without importing nox."""
-    for node in ast.parse((REPO / "noxfile.py").read_text()).body:
+    for node in ast.parse((ROOT / "noxfile.py").read_text()).body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "RUFF_PATHS" for t in node.targets):
             return list(ast.literal_eval(node.value))
     raise AssertionError("noxfile.py defines no RUFF_PATHS")
@@ -96,13 +95,13 @@ def test_the_python_files_are_found():
 def test_the_lint_session_runs_ruff_over_every_python_file():
     paths = ruff_paths()
     for path in paths:
-        assert (REPO / path).exists(), f"RUFF_PATHS names {path}, which does not exist"
+        assert (ROOT / path).exists(), f"RUFF_PATHS names {path}, which does not exist"
     missing = sorted(rel for rel in python_files() if not covered(rel, paths))
     assert not missing, f"Python files `nox -s lint` does not run ruff over (add them to RUFF_PATHS): {missing}"
 
 
 def test_mypy_covers_every_python_file_outside_the_tests():
-    files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
     missing = sorted(rel for rel in python_files()
                      if not rel.startswith("tests/") and rel != "noxfile.py" and not covered(rel, files))
     assert not missing, f"Python files mypy does not check (add them to [tool.mypy] files): {missing}"

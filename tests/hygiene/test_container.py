@@ -4,7 +4,7 @@ The image is built from the local Debian base (`.ci/docker-setup.sh` makes it) a
 (`pip download -r requirements.lock -d wheelhouse`), or taken prebuilt from $PIPELINE_IMAGE.
 docs/docker-and-nix.md shows the same `docker build` and `docker run` lines these tests use.
 Without an engine (or the base, or the wheelhouse) the tests skip with the reason; with
-PIPELINE_DOCKER_REQUIRED=1 (set by `nox -s container`) they fail instead.
+PIPELINE_DOCKER_REQUIRED=1 (set by `nox -s container`, and by .ci/run around `nox -s tests`) they fail instead.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs" / "docker-and-nix.md"
+DOCS = ROOT / "docs" / "docker-and-nix.md"
 CPU_TAG = "finetune-pipeline:cpu"
 CPU_BUILD_ARGS = {"BASE_IMAGE": "local/debian:bookworm", "WHEELHOUSE": "wheelhouse"}
 # Nothing outside the package registries is reachable from a container: keep the hub and telemetry off.
@@ -91,13 +91,13 @@ def image(engine) -> str:
         engine.images.get(CPU_BUILD_ARGS["BASE_IMAGE"])
     except docker.errors.ImageNotFound:
         unavailable(f"the base image {CPU_BUILD_ARGS['BASE_IMAGE']} is missing; run .ci/docker-setup.sh")
-    if not any((REPO / "wheelhouse").glob("torch-*.whl")):
+    if not any((ROOT / "wheelhouse").glob("torch-*.whl")):
         unavailable("wheelhouse/ holds no torch wheel; run: pip download -r requirements.lock -d wheelhouse")
 
     from testcontainers.core.image import DockerImage
 
     DockerImage(
-        path=REPO,
+        path=ROOT,
         dockerfile_path="docker/Dockerfile",
         tag=CPU_TAG,
         clean_up=False,
@@ -151,7 +151,7 @@ def image_user(image: str) -> tuple[int, int]:
 
 def lock_pins() -> dict[str, str]:
     pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
@@ -187,7 +187,7 @@ def test_image_holds_exactly_the_locked_versions_on_the_locked_python(image):
         if installed.get(name, "").split("+")[0] != want
     }
     assert not wrong, f"installed versions that differ from requirements.lock (want, got): {wrong}"
-    header = re.search(r"^# python (\d+\.\d+)", (REPO / "requirements.lock").read_text(), re.M)
+    header = re.search(r"^# python (\d+\.\d+)", (ROOT / "requirements.lock").read_text(), re.M)
     assert header, "requirements.lock names no python version in its header"
     assert found["python"].rsplit(".", 1)[0] == header.group(1)
 
@@ -196,13 +196,13 @@ def test_image_holds_exactly_the_locked_versions_on_the_locked_python(image):
 def test_pipeline_version(image):
     code, out = run_in_image(image, VERSION)
     assert code == 0, out
-    version = re.search(r'^__version__ = "([^"]+)"', (REPO / "pipeline" / "__init__.py").read_text(), re.M)
+    version = re.search(r'^__version__ = "([^"]+)"', (ROOT / "pipeline" / "__init__.py").read_text(), re.M)
     assert version and version.group(1) in out
 
 
 @pytest.mark.docker
 def test_check_passes_on_the_shipped_configs_mounted_read_only(image):
-    volumes = {REPO / host: inside for host, inside in CHECK_VOLUMES.items()}
+    volumes = {ROOT / host: inside for host, inside in CHECK_VOLUMES.items()}
     code, out = run_in_image(image, CHECK, volumes=volumes)
     assert code == 0, out
 
@@ -228,7 +228,7 @@ def test_any_uid_can_write_the_runs_folder_and_the_model_cache(image, tmp_path):
 def test_nox_in_the_image_uses_the_images_locked_venv(image):
     # What .github/workflows/gpu.yml does: the checkout mounted (read-only here), nox pointed at /opt/venv,
     # whose stamp the Dockerfile wrote. A stale stamp would make nox pip-install into /opt/venv and fail.
-    code, out = run_in_image(image, ["-s", "check", "--", "configs/tiny_cpu.yaml"], volumes={REPO: "/src:ro"},
+    code, out = run_in_image(image, ["-s", "check", "--", "configs/tiny_cpu.yaml"], volumes={ROOT: "/src:ro"},
                              entrypoint=["nox"], env={"PIPELINE_NOX_ENV": "/opt/venv"}, workdir="/src")
     assert code == 0, out
     assert "building the locked environment" not in out
@@ -301,4 +301,4 @@ def test_docs_show_the_commands_these_tests_run():
         ".ci/docker-setup.sh",
     ]
     missing = [line for line in lines if line not in text]
-    assert not missing, f"{DOCS.relative_to(REPO)} does not show: {missing}"
+    assert not missing, f"{DOCS.relative_to(ROOT)} does not show: {missing}"

@@ -13,13 +13,12 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-FLAKE = REPO / "flake.nix"
-LOCK = REPO / "flake.lock"
+FLAKE = ROOT / "flake.nix"
+LOCK = ROOT / "flake.lock"
 # The nixos-25.05 pin recorded in shared/facts/VERIFIED.md (seen in two independent public flake.lock files).
 NIXPKGS_REV = "ac62194c3917d5f474c1a844b6fd6da2db95077d"
 NIXPKGS_NAR_HASH = "sha256-16KkgfdYqjaeRGBaYsNrhPRRENs0qzkQVUooNHtoy2w="
@@ -56,7 +55,7 @@ def nix_instantiate() -> str:
 
 def nix_eval(expr: str) -> object:
     proc = subprocess.run([nix_instantiate(), "--eval", "--strict", "--json", "--expr", expr],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -105,7 +104,7 @@ def test_flake_input_is_the_branch_the_lock_was_taken_from():
 def noxfile_sessions() -> set[str]:
     """Session names in noxfile.py: functions decorated with @nox.session (or its name= argument)."""
     names = set()
-    for node in ast.parse((REPO / "noxfile.py").read_text()).body:
+    for node in ast.parse((ROOT / "noxfile.py").read_text()).body:
         if not isinstance(node, ast.FunctionDef):
             continue
         for deco in node.decorator_list:

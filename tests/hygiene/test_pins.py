@@ -7,17 +7,16 @@ import json
 import re
 import shlex
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
+from support import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-LOCK = REPO / "requirements.lock"
-DOCKERFILE = REPO / "docker" / "Dockerfile"
-WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+LOCK = ROOT / "requirements.lock"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 # The stack axolotl 0.19.0 pins (shared/facts/VERIFIED.md) and the CUDA 13.0 runtime base that matches
 # torch 2.13.0's PyPI wheels, pinned by its public multi-arch digest.
@@ -63,7 +62,7 @@ def test_lock_holds_the_stack_at_the_verified_versions():
 
 
 def test_pyproject_accepts_the_locked_versions_and_python():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = lock_pins()
     for dep in project["dependencies"]:
         req = Requirement(dep)
@@ -91,7 +90,7 @@ def test_dockerfile_installs_the_lock_before_the_code_and_nothing_unpinned():
 
 
 def test_compose_and_gpu_workflow_build_the_same_dockerfile_on_its_default_base():
-    service = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]["pipeline"]
+    service = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]["pipeline"]
     assert service["build"]["dockerfile"] == "docker/Dockerfile"
     assert "BASE_IMAGE" not in service["build"].get("args", {})
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
@@ -101,13 +100,13 @@ def test_compose_and_gpu_workflow_build_the_same_dockerfile_on_its_default_base(
 
 
 def test_flake_uses_the_locks_python():
-    flake = (REPO / "flake.nix").read_text()
+    flake = (ROOT / "flake.nix").read_text()
     assert re.findall(r"python = pkgs\.python(\d)(\d+);", flake) == [tuple(lock_python().split("."))]
 
 
 def test_flake_lock_nixpkgs_matches_the_flake_input():
-    lock = json.loads((REPO / "flake.lock").read_text())["nodes"]["nixpkgs"]
-    url = re.search(r'inputs\.nixpkgs\.url = "([^"]+)"', (REPO / "flake.nix").read_text()).group(1)
+    lock = json.loads((ROOT / "flake.lock").read_text())["nodes"]["nixpkgs"]
+    url = re.search(r'inputs\.nixpkgs\.url = "([^"]+)"', (ROOT / "flake.nix").read_text()).group(1)
     original = lock["original"]
     assert url == f"github:{original['owner']}/{original['repo']}/{original['ref']}"
     assert re.fullmatch(r"[0-9a-f]{40}", lock["locked"]["rev"])

@@ -12,13 +12,12 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from support import ROOT
 
 
 def tracked(prefix: str) -> set[str]:
-    out = subprocess.run(["git", "ls-files", "-z", prefix], cwd=REPO, capture_output=True, check=True).stdout
+    out = subprocess.run(["git", "ls-files", "-z", prefix], cwd=ROOT, capture_output=True, check=True).stdout
     return {p for p in out.decode().split("\0") if p}
 
 
@@ -26,7 +25,7 @@ def test_the_wheel_holds_every_tracked_file_of_the_package(tmp_path):
     src = tmp_path / "src"
     for rel in tracked("pipeline") | {"pyproject.toml", "README.md"}:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, src / rel)
+        shutil.copy2(ROOT / rel, src / rel)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+
+from support import ROOT
 
 from pipeline.core import models
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_run():

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from pipeline import cli, commands
 from pipeline.commands import _shared
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["check", "smoke", "train", "merge", "evaluate", "runs", "build-model"]
 
 

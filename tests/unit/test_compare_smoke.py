@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "compare-smoke"
+TOOL = ROOT / "tools" / "compare-smoke"
 RESULT = {
     "config": "configs/lora_style_transfer.yaml", "run": "r1", "exit_code": 0, "ok": True,
     "trainable_params": 167772160, "final_loss": 10.5, "peak_memory_gib": 24.46, "throughput_tok_s": 6300.0,

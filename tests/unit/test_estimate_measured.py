@@ -5,15 +5,14 @@ config is rebuilt here from the row's config file and overrides, and estimated a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ROOT
 
 from pipeline.checks import estimate, shapes
 from pipeline.core import config, models
 
-ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "memory-NVIDIA-H200.json"
 ROWS: list[dict[str, Any]] = json.loads(RESULTS.read_text())["rows"]
 #: the issue's bound: within 10% of the measured peak, and never more than 5% under it

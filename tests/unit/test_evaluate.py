@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import ROOT
 
 from pipeline import evaluate
 from pipeline.core import runs
 from pipeline.core.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
 TERMS = evaluate.read_terms(ROOT / "data" / "style_terms.txt")
 
 

@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from pipeline import checks
 from pipeline.checks import inspect as inspect_mod
 from pipeline.checks import target
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = "configs/tiny_cpu.yaml"
 
 
