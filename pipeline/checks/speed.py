@@ -353,10 +353,13 @@ def apply(loaded: Any, axolotl_cfg: Mapping[str, Any],
     loaded: the user's config (config.LoadedConfig); axolotl_cfg: as resolved for the run; settings: its
     validated `pipeline:` section."""
     from pipeline.checks.architecture import architecture
+    from pipeline.checks.target import cuda_answers
 
     cfg = dict(axolotl_cfg)
     if settings.get("compute", "as_written") != "fastest":
         return cfg, None
+    if not cuda_answers():  # the run happens here: fused GPU kernels would stop a CPU run
+        return cfg, Choice(None, None, note="no GPU here: a CPU run is computed as written").as_dict()
     card, card_gib = card_for(settings)
     # the model as the user named it (a pipeline:// model is known by name before it is built), else as resolved
     named = {k: loaded.data[k] for k in ("base_model", "base_model_config") if loaded.data.get(k)}
@@ -410,7 +413,8 @@ def comment(record: Mapping[str, Any] | None) -> str:
     """YAML comment lines for the resolved config: the computation chosen and the estimate behind it."""
     if not record:
         return ""
-    lines = [f"compute: fastest {record['summary']}"]
+    summary = record["summary"]
+    lines = [f"compute: fastest {summary}" if record.get("card_gib") else f"compute: fastest ({summary})"]
     if record.get("settings"):
         lines.append("set for it: " + ", ".join(f"{k}={v}" for k, v in record["settings"].items()))
     return "".join(f"# {line}\n" for line in lines)

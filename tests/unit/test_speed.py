@@ -144,6 +144,7 @@ def test_the_settings_are_checked(tmp_path, text, words):
 
 def test_a_run_records_the_choice_in_its_config_and_manifest(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("pipeline.checks.target.cuda_answers", lambda: True)  # a GPU run, chosen for 32 GiB
     loaded = checks.with_overrides(config.load(LORA), {
         "base_model": "pipeline://random/llama-3.1-8b", "pipeline.compute": "fastest",
         "pipeline.compute_gpu_mem": "32GiB", "pipeline.bounds.peak_vram_gib": 32})
@@ -182,3 +183,14 @@ def test_check_shows_the_choice_per_card(monkeypatch):
 
     (line,) = [x for x in facts_block(report) if x.startswith("  compute")]
     assert line.startswith("  compute    with pipeline.compute: fastest for RTX 5090 (32.0 GiB): 16 of 32 layers")
+
+
+def test_a_cpu_run_is_computed_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("pipeline.checks.target.cuda_answers", lambda: False)
+    loaded = checks.with_overrides(config.load(ROOT / "configs" / "tiny_cpu.yaml"), {
+        "gradient_checkpointing": True, "pipeline.compute": "fastest", "pipeline.compute_gpu_mem": "32GiB"})
+    run = engine.start_run("smoke", config.resolve(loaded, build_models=False), tmp_path / "runs")
+    run.lock.release()
+    assert run.manifest()["compute"]["note"] == "no GPU here: a CPU run is computed as written"
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["gradient_checkpointing"] is True
