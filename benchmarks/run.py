@@ -67,8 +67,8 @@ VARIANTS: dict[str, tuple[Path, list[str], int]] = {
     "fastest_lora": (LORA, [*FASTEST, "pipeline.bounds.peak_vram_gib=140"], 1),
     "fastest_qlora": (QLORA, [*FASTEST, "pipeline.bounds.peak_vram_gib=140"], 1),
     "fastest_lora_32g": (LORA, [*FASTEST, "pipeline.compute_gpu_mem=32GiB", "pipeline.bounds.peak_vram_gib=32"], 1),
-    # candidates on top of the fastest choice, to measure levers it does not take: torch.compile, and larger
-    # micro batches of the same packed sequences (multipack_real_batches: 4,096-token bins, as at micro batch 1)
+    # levers the choice does not take, measured on top of it: torch.compile, and a larger micro batch of the same
+    # packed sequences (multipack_real_batches: 4,096-token bins, as at micro batch 1), which weights tokens differently
     "fastest_lora_compile": (LORA, [*FASTEST, "pipeline.bounds.peak_vram_gib=140", "torch_compile=true"], 1),
     "fastest_lora_mbs4": (LORA, [*FASTEST, "pipeline.bounds.peak_vram_gib=140", "micro_batch_size=4",
                                  "gradient_accumulation_steps=1", "multipack_real_batches=true"], 1),
