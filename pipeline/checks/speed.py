@@ -40,12 +40,10 @@ from typing import Any
 from pipeline.checks import estimate
 from pipeline.checks.memory import ESTIMATE_TOLERANCE, fits, margin_gib
 
-#: `pipeline.compute` values
-MODES = ("as_written", "fastest")
 #: the only axolotl settings the choice may change: how the training is computed, never what it trains
 COMPUTATION_KEYS = frozenset({
-    "gradient_checkpointing", "gradient_checkpointing_kwargs", "sdp_attention", "flash_attention", "plugins", "liger_rope", "liger_rms_norm",
-    "liger_fused_linear_cross_entropy",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "sdp_attention", "flash_attention", "plugins",
+    "liger_rope", "liger_rms_norm", "liger_fused_linear_cross_entropy",
 })
 LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
 #: model types Liger's RMSNorm, RoPE and fused loss patch (liger_kernel 0.8's MODEL_TYPE_TO_APPLY_LIGER_FN)
@@ -130,7 +128,8 @@ class Choice:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "mode": "fastest", "card": self.card, "card_gib": None if self.card_gib is None else round(self.card_gib, 2),
+            "mode": "fastest", "card": self.card,
+            "card_gib": None if self.card_gib is None else round(self.card_gib, 2),
             "usable_gib": None if self.usable_gib is None else round(self.usable_gib, 2),
             "bound_gib": self.bound_gib,
             "estimate_tolerance": ESTIMATE_TOLERANCE,
