@@ -112,6 +112,9 @@ def facts_block(r: Report) -> list[str]:
                      f"tokens a micro-batch)")
         if m.get("recommendation"):
             lines.append(f"  advice     {m['recommendation']}")
+    if c := f.get("compute"):
+        what = "with pipeline.compute: fastest" if c.get("asked") else "pipeline.compute: fastest would choose"
+        lines.append(f"  compute    {what} {c['summary']}")
     return lines
 
 

@@ -217,6 +217,9 @@ class _Setup:
     repeat_kv: bool  # packing or padding: transformers repeats k and v to every head before SDPA
     fused_loss: bool
     checkpointing: bool
+    #: transformers checkpoints the decoder layers whose index is a multiple of this (`every_n_layers` in
+    #: gradient_checkpointing_kwargs); the others keep their activations
+    every_n_layers: int = 1
 
 
 def _setup(s: Shape, cfg: Mapping[str, Any], adapter: str) -> _Setup:
@@ -240,7 +243,14 @@ def _setup(s: Shape, cfg: Mapping[str, Any], adapter: str) -> _Setup:
         repeat_kv=bool(cfg.get("sample_packing") or cfg.get("pad_to_sequence_len")
                        or int(cfg.get("micro_batch_size") or 1) > 1),
         fused_loss=bool(cfg.get("liger_fused_linear_cross_entropy") or cfg.get("cut_cross_entropy")),
-        checkpointing=bool(cfg.get("gradient_checkpointing")))
+        checkpointing=bool(cfg.get("gradient_checkpointing")), every_n_layers=checkpoint_every(cfg))
+
+
+def checkpoint_every(cfg: Mapping[str, Any]) -> int:
+    """`gradient_checkpointing_kwargs.every_n_layers` (1 where unset or not a whole number >= 1)."""
+    kwargs = cfg.get("gradient_checkpointing_kwargs")
+    n = kwargs.get("every_n_layers", 1) if isinstance(kwargs, Mapping) else 1
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
 
 
 def layer_bytes_per_token(s: Shape, cfg: Mapping[str, Any], adapter: str = "lora") -> int:
@@ -363,7 +373,12 @@ def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Es
     # axolotl's kernels (and autocast, without them) keep a bf16 copy of each layer's LoRA matrices
     copies = 2.0 * t.lora
     if st.checkpointing:
-        parts["checkpoints"] = (s.layers * tokens * s.hidden * st.resid + top) / GIB
+        # transformers checkpoints layers 0, n, 2n, ...: the others keep every activation and their matrices' copies
+        checkpointed = math.ceil(s.layers / st.every_n_layers)
+        kept = s.layers - checkpointed
+        parts["checkpoints"] = (checkpointed * tokens * s.hidden * st.resid + top) / GIB
+        if kept:
+            parts["activations"] = (kept * layer + copies * kept / s.layers) / GIB
         recompute = layer + working + copies / s.layers
         parts["loss" if loss >= recompute else "recomputed layer"] = max(loss, recompute) / GIB
     else:

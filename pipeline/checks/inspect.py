@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pipeline.checks import data, estimate, lengths, rules, shapes  # noqa: F401 - rules registers every config rule
+from pipeline.checks import data, estimate, lengths, rules, shapes, speed  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report
 from pipeline.checks.memory import estimates, recommendation
@@ -89,4 +89,6 @@ def facts(ctx: Context) -> dict[str, Any]:
         if ctx.target.memory_gib:
             out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
             out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)
+        if (compute := speed.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
+            out["compute"] = compute
     return out

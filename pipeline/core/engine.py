@@ -190,10 +190,17 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
         hashes = provenance.data_hashes(resolved.data_files)
     except safeio.BadFile as exc:
         raise exc.user_error(cfg.path) from None
+    from pipeline.checks import speed
+
+    # `pipeline.compute: fastest`: how the same training is computed, chosen for the card (None: as written)
+    chosen, compute = speed.apply(cfg, resolved.axolotl, resolved.settings)
+    if compute is not None:
+        manifest["compute"] = compute
     run = runs.create(runs_dir, cfg.name, stage)
     with runs.setting_up(run):
-        axolotl_cfg = prepare(resolved.axolotl, run.output_dir, cache.cache_dir(), resolved.data_files, hashes)
-        text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + yaml.safe_dump(axolotl_cfg, sort_keys=False)
+        axolotl_cfg = prepare(chosen, run.output_dir, cache.cache_dir(), resolved.data_files, hashes)
+        text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + speed.comment(compute) \
+            + yaml.safe_dump(axolotl_cfg, sort_keys=False)
         runs.write_atomic(run.path / "config.yaml", text)
         runs.write_atomic(run.path / "source.yaml", cfg.text)
         runs.start_manifest(run, stage=stage, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,

@@ -15,6 +15,9 @@ reads from it is declared in SCHEMA below, so a misspelt key is found by `pipeli
         style_terms: data/style_terms.txt
         heldout: data/general_heldout.txt
         max_new_tokens: 160
+      compute: fastest             # how the same training is computed: as_written (default) or the fastest
+                                   # that fits the card (pipeline.checks.speed)
+      compute_gpu_mem: 32GiB       # choose for this card's memory rather than the GPU here
 
 `--set pipeline.bounds.peak_vram_gib=30` reaches this section like any other key: the stages check and
 use the config after the overrides. A new setting is one entry in SCHEMA (and a row in docs/check.md).
@@ -75,6 +78,20 @@ def _gate_value(value: Any) -> str | None:
     return _number(value)
 
 
+def _compute(value: Any) -> str | None:
+    return None if value in ("as_written", "fastest") else f"must be as_written or fastest, not {value!r}"
+
+
+def _memory(value: Any) -> str | None:
+    from pipeline.checks.cards import parse_memory
+
+    try:
+        parse_memory(str(value))
+    except ValueError:
+        return f"must be a memory size such as 32GiB or 24GB, not {value!r}"
+    return None
+
+
 #: every key of the section: a nested mapping of key -> sub-schema, or key -> value check;
 #: ("*", check) under a key means "any name from NAMES[key], each checked so"
 SCHEMA: dict[str, Any] = {
@@ -86,6 +103,8 @@ SCHEMA: dict[str, Any] = {
         "heldout": _text,
         "max_new_tokens": _positive_int,
     },
+    "compute": _compute,
+    "compute_gpu_mem": _memory,
 }
 
 #: the rule id for an unknown key / a wrong shape, by where it is (ids kept from before this module owned
