@@ -1,7 +1,8 @@
 """Fault injection: hostile input, concurrent writers, signals, full and read-only disks, damaged files.
 
-Every case runs the real command line in a child process, from a copy of the project (the user's configs
-and data) with an earlier run in the runs folder, and asserts four things: the documented exit code; one
+Every case runs the real command line from a copy of the project (the user's configs and data) with an
+earlier run in the runs folder: a refusal in this process (`pipeline.cli.main`, from the project folder,
+as a user's shell would call it), runs, signals and writers in child processes. Each asserts four things: the documented exit code; one
 line naming what is wrong (`path:line: rule: ...`), never a traceback; nothing half-written (no run
 folder is left that the command could not finish); and the user's files and the earlier run are byte for
 byte what they were (sha256 of every file before and after). Hostile input must also end quickly: every
@@ -13,7 +14,9 @@ root here); elsewhere those tests skip with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -98,6 +101,29 @@ class Project:
         return subprocess.run([sys.executable, "-m", "pipeline", *args, *more], cwd=self.root,
                               env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
+    def refuse(self, *args: str, env: dict[str, str] | None = None,
+               runs_dir: bool = True) -> subprocess.CompletedProcess[str]:
+        """The command line in this process, from the project folder: for input that must be refused before
+        anything starts (a child process would only add its interpreter's start-up)."""
+        from pipeline import cli
+
+        more = ["--runs-dir", str(self.runs)] if runs_dir else []
+        out, err = io.StringIO(), io.StringIO()
+        saved, cwd = dict(os.environ), os.getcwd()
+        os.environ.update(env or {})
+        os.chdir(self.root)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = cli.main([*args, *more])
+                except SystemExit as exc:  # argparse's own refusals
+                    code = exc.code if isinstance(exc.code, int) else 2
+        finally:
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(saved)
+        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--runs-dir", str(self.runs)],
                                 cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -126,7 +152,7 @@ def project(tmp_path: Path, earlier: Path) -> Project:
 def hostile(project: Project, args: list[str], code: int, rule: str, **kw: object) -> str:
     """Run one hostile command; assert the refusal, that nothing was written, that nothing was changed."""
     before, entries = project.snapshot(), project.entries()
-    proc = project.cli(*args, **kw)  # type: ignore[arg-type]
+    proc = project.refuse(*args, **kw)  # type: ignore[arg-type]
     line = assert_refused(proc, code, rule)
     assert project.entries() == entries, f"left behind: {project.new_runs(entries)}"
     assert project.snapshot() == before
