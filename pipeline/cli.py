@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     engine.use_bytecode_cache()
     try:
         if getattr(args, "check_gpus", False):  # smoke, train: a --gpus count the machine lacks fails here,
-            engine.check_gpus(args.gpus)        # not 14 s later inside axolotl
+            engine.check_gpus(args.gpus)        # not inside axolotl after its slow imports
         return int(args.func(args))
     except UserError as exc:
         for finding in exc.findings:

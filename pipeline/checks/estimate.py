@@ -10,7 +10,8 @@ typed in by hand:
 - `trainable(shape, cfg)`: LoRA parameters (r x (in + out) per wrapped layer) and the full copies that
   `lora_modules_to_save` trains;
 - `peak_vram(shape, cfg, adapter, tokens)`: the allocated-memory peak of a training run (LoRA, QLoRA or a
-  full fine-tune), from the model below. docs/check.md holds it to 30 peaks measured on an H200.
+  full fine-tune), from the model below; tests/unit/test_estimate_measured.py holds it to the measured
+  peaks of docs/check.md (see benchmarks/README.md).
 
 The memory model, for one GPU, counted tensor by tensor from what axolotl 0.19, peft, transformers and
 torch allocate (bytes; T tokens per micro-batch, V vocabulary, h hidden size, i intermediate size, L
@@ -175,7 +176,7 @@ def optimizer_temp_ratio(optimizer: str | None) -> float:
 
 
 #: CUDA libraries' workspaces allocated through torch's allocator at the first matrix product (cuBLAS and
-#: cuBLASLt): 0.06-0.08 GiB above weights and optimizer state in every measured run
+#: cuBLASLt), in bytes: what measured runs hold above weights and optimizer state (benchmarks/README.md)
 WORKSPACES = 64 * 2**20
 
 

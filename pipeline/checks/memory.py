@@ -25,15 +25,16 @@ def estimates(ctx: Context) -> dict[str, estimate.Estimate]:
     return {a: estimate.peak_vram(ctx.shape, ctx.cfg, a, tokens) for a in ("lora", "qlora", "full")}
 
 
-#: how far a measured peak may lie above the estimate: tests/unit/test_estimate_measured.py holds every
-#: measured row (docs/check.md) to at most 5% under; the worst of the 30 was 1.6% under
+#: how far a measured peak may lie above the estimate, as a fraction of it: the bound
+#: tests/unit/test_estimate_measured.py holds every measured row of docs/check.md to (benchmarks/README.md)
 ESTIMATE_TOLERANCE = 0.05
 
 
 def margin_gib(card_gib: float) -> float:
-    """Room left beside the estimate on a card: the CUDA context, which torch does not count, and the
-    caching allocator's fragmentation. The measured runs held 0.2-11 GiB more than they allocated on a
-    card with room to spare, which says nothing of a card without; the margin stays max(1.5 GiB, 5%)."""
+    """Room left beside the estimate on a card (GiB): max(1.5 GiB, 5% of `card_gib`), for the CUDA context,
+    which torch does not count, and the caching allocator's fragmentation. What the allocator reserves on a
+    card with room to spare (benchmarks/README.md) says how much it kept, not how much it needs, so the
+    margin is not derived from it."""
     return max(1.5, 0.05 * card_gib)
 
 

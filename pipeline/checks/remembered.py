@@ -1,8 +1,8 @@
 """Remembered checks: a config that passed is not checked again until something it depends on changes.
 
-`pipeline smoke` and `pipeline train` check first; on an H100 host that cost several seconds of the
-launching process (axolotl's schema pulls in torch). A result with no errors (warnings allowed) is kept in
-`$PIPELINE_CACHE/checks/<key>.json` and replayed while nothing changed. The key is content, never a name,
+`pipeline smoke` and `pipeline train` check first, and a check imports axolotl's schema, which pulls in
+torch: seconds of the launching process (see benchmarks/README.md). A result with no errors (warnings
+allowed) is kept in `$PIPELINE_CACHE/checks/<key>.json` and replayed while nothing changed. The key is content, never a name,
 size or time: the config's text, the `--set` overrides, the checking code (every module of
 `pipeline.checks`, the section schema and the config loader, the shipped shapes), axolotl's version, the target (device, card,
 memory) and the working directory (relative data paths). The entry also lists every data file the check

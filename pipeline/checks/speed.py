@@ -23,7 +23,7 @@ transformers, peft and torch settings that leave the training itself unchanged a
   (transformers' `every_n_layers`), the most layers kept that fit; else as written;
 - micro batch x accumulation: never traded, even at the same global batch (MICRO_BATCH_WHY: axolotl
   weights the loss per micro batch, so the split changes what is trained);
-- torch.compile: left as written (measured no faster on the 8B LoRA step: COMPILE_WHY).
+- torch.compile: left as written (COMPILE_WHY; benchmarks/README.md).
 
 The choice and the estimates that justify it go into the run's resolved config (a comment) and its
 manifest (`compute`); `pipeline check` shows it for the card it checks for.

@@ -50,9 +50,10 @@ class Target:
 def _local_cuda() -> tuple[str, tuple[int, int]] | None:
     """The first visible GPU's name and compute capability, or None.
 
-    Asked of NVML (milliseconds) rather than torch: importing torch and starting CUDA in the launching
-    process cost seconds on the H100 host, before axolotl's own process pays them again. torch answers
-    only where pynvml is not installed, or on a ROCm machine (no NVIDIA driver, /dev/kfd present).
+    Asked of NVML rather than torch: importing torch and starting CUDA in the launching process costs
+    seconds, which axolotl's own process pays again (see benchmarks/README.md). torch answers only where
+    pynvml is not installed, on a ROCm machine (no NVIDIA driver, /dev/kfd present), or for a device NVML
+    cannot describe.
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
@@ -84,8 +85,9 @@ def _local_cuda() -> tuple[str, tuple[int, int]] | None:
 
 def cuda_answers() -> bool:
     """Whether a CUDA GPU is visible here: asked of the NVIDIA driver's own library where there is one, else
-    of torch (ROCm, or no NVIDIA driver). On a freshly started H200 the driver answered in 0.09 s where
-    importing torch to ask took 4.6 s, most of the 9.7 s `pipeline smoke` took to say its model is not there."""
+    of torch (ROCm, or no NVIDIA driver). False where CUDA_VISIBLE_DEVICES is empty or -1. The driver
+    answers far sooner than an import of torch (see benchmarks/README.md), and a smoke that fails early
+    (a model that is not there) spends most of its time on this question otherwise."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False

@@ -35,14 +35,16 @@ def bytecode_cache() -> Path | None:
     CUDA images commonly set PYTHONDONTWRITEBYTECODE=1 (so do ours: it keeps image layers clean). That
     costs nothing where pip compiled the packages at install time, but packages unpacked rather than
     pip-installed (an offline bundle, some images' own stacks) then carry no .pyc at all, and every
-    axolotl process compiles their sources again: 3,459 modules and 10 s of an 18 s startup on the lent
-    H100 machine. There, bytecode is kept in $PIPELINE_CACHE/pycache (PYTHONPYCACHEPREFIX: a mirror
-    tree, never a file beside the sources). Python then ignores the __pycache__ folders beside the
-    sources, so the first run compiles everything once (about 7 s more there) and every later run reads
-    it back (the 8B smoke: 35 s -> 21 s). That is why it is used only where one of BYTECODE_PROBES lacks
-    its bytecode: in a pip-installed image (ours) every `docker run` would otherwise start by compiling
-    what is already compiled. None as well when bytecode is written normally, when the user set a prefix
-    of their own, or with PIPELINE_PYCACHE=0.
+    axolotl process compiles their sources again, a large share of its startup (see benchmarks/README.md).
+    There, bytecode is kept in $PIPELINE_CACHE/pycache (PYTHONPYCACHEPREFIX: a mirror tree, never a file
+    beside the sources). Python then ignores the __pycache__ folders beside the sources, so the first run
+    compiles everything once and every later run reads it back. That is why it is used only where one of
+    BYTECODE_PROBES lacks its bytecode: in a pip-installed image (ours) every `docker run` would otherwise
+    start by compiling what is already compiled.
+
+    Returns:
+        `$PIPELINE_CACHE/pycache`; None when bytecode is written normally, when every probe has its
+        bytecode, when the user set a PYTHONPYCACHEPREFIX of their own, or with PIPELINE_PYCACHE=0.
     """
     if os.environ.get(PYCACHE_ENV) == "0" or os.environ.get("PYTHONPYCACHEPREFIX"):
         return None
@@ -104,13 +106,13 @@ def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
             data_files: list[Path] | None = None, data_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The config axolotl runs: output into the run folder, the recorder plugin, prepared data keyed by content.
 
-    Small data gets `dataset_num_proc: 1` unless the config sets it. Axolotl defaults to one process per
-    core, and its multipack sampler then packs in a fresh pool of up to 4 forked workers each time it
-    counts batches (5-6 times before the first step), each worker compiling the numba packer anew: on a
-    16-core H100 host that was seconds of a 36-row smoke. The bins do not depend on the process count
-    (packing groups are 100,000 rows), so what is trained is unchanged. Measured on that host with 1,500
-    rows of 300-3,000 tokens (10 MB): the whole data phase took 11 s in one process, tokenising included,
-    and 13-14 s in 16 with the data already tokenised. Past 32 MiB, parallel tokenisation keeps its place.
+    Small data (at most SMALL_DATA_BYTES, 32 MiB, over all data files) gets `dataset_num_proc: 1` unless
+    the config sets `dataset_num_proc` or `dataset_processes`. Axolotl defaults to one process per core,
+    and its multipack sampler then packs in a fresh pool of forked workers each time it counts batches,
+    each worker compiling the numba packer anew: on small data that costs more than parallel tokenisation
+    saves (see benchmarks/README.md). The bins do not depend on the process count (packing groups are
+    100,000 rows), so what is trained is unchanged. Past SMALL_DATA_BYTES, parallel tokenisation keeps its
+    place.
     """
     cfg = dict(axolotl_cfg)
     for key, value in RUN_DEFAULTS.items():
@@ -215,7 +217,7 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
     env = dict(os.environ)
     if gpus == 1 and "CUDA_VISIBLE_DEVICES" not in env:
         # a one-process run on a machine with several GPUs would otherwise be split across all of them by
-        # axolotl's device_map="auto" (seen on 2 x H100: "Expected all tensors to be on the same device")
+        # axolotl's device_map="auto", which fails with "Expected all tensors to be on the same device"
         env["CUDA_VISIBLE_DEVICES"] = "0"
     env.update({
         METRICS_ENV: str(metrics_file),
@@ -240,7 +242,7 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
 
 
 def visible_gpus() -> int:
-    """GPUs a run here can use: NVML's count (milliseconds, no torch), narrowed by CUDA_VISIBLE_DEVICES."""
+    """GPUs a run here can use: NVML's count (no torch import), narrowed by CUDA_VISIBLE_DEVICES."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return 0

@@ -107,8 +107,8 @@ SCHEMA: dict[str, Any] = {
     "compute_gpu_mem": _memory,
 }
 
-#: the rule id for an unknown key / a wrong shape, by where it is (ids kept from before this module owned
-#: the section: they are a documented interface)
+#: the rule id for an unknown key / a wrong shape, by where it is: documented ids (docs/check.md), a public
+#: interface, so they keep their own names rather than one pattern
 _UNKNOWN_RULE: dict[Path_, str] = {("bounds",): "bounds-unknown", ("evaluate", "gates"): "eval-gates", ("evaluate",): "eval-settings"}
 _SHAPE_RULE: dict[Path_, str] = {("bounds",): "bounds-shape", ("evaluate", "gates"): "eval-gates", ("evaluate",): "eval-settings"}
 

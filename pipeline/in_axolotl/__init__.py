@@ -1,7 +1,7 @@
 """Code that runs inside axolotl's process, and the contract between it and the launcher.
 
 The launcher (`pipeline.core.engine`, in the process the user started) never imports this package's
-modules: they import axolotl, transformers and torch (5-15 s), which the child pays anyway. It reaches
+modules: they import axolotl, transformers and torch (slow to import), which the child pays anyway. It reaches
 them only by name: `python -m pipeline.in_axolotl.entry` runs axolotl's CLI module, and the resolved
 config lists PLUGINS under `plugins:`, which axolotl loads itself. Environment variables below carry what
 the launcher tells them. This file imports nothing heavy, so both sides can read it.

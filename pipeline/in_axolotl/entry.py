@@ -6,11 +6,11 @@ is `python -m axolotl.cli.train CONFIG [ARGS...]`: the same module, the same `fi
 (`do_cli`), the same arguments. Only the end differs. After a run that returned normally, output is
 flushed, the atexit handlers run (logging's shutdown, wandb's finish, ...), and the process leaves with
 `os._exit(0)`, skipping Python's finalisation: tearing down some thousands of modules and the objects
-torch, datasets and axolotl still hold, after every file has been written. That took 2.3 s of a 13 s
-tiny smoke on a 2-core CPU. A failure (an exception, or `sys.exit` with a status) leaves the normal way,
-with its traceback and status.
+torch, datasets and axolotl still hold, which costs wall time and changes nothing once every file has been
+written (see benchmarks/README.md). A failure (an exception, or `sys.exit` with a status) leaves the normal
+way, with its traceback and status.
 
-Several GPUs still go through axolotl's own launcher (see pipeline.core.engine).
+Several GPUs go through axolotl's own launcher (see pipeline.core.engine).
 """
 
 from __future__ import annotations

@@ -73,11 +73,11 @@ def _phase(path: Path, name: str) -> None:
 def _freeze_heap() -> None:
     """Move every object alive now out of reach of Python's cyclic garbage collector (gc.freeze).
 
-    Axolotl's multipack sampler calls gc.collect() each time it packs batches: about 20 times before the
-    first step of a packed run (every count of batches packs 5 times), then once an epoch. Each full
-    collection walks every object of torch, transformers, axolotl and the loaded model: with the tiny
-    model and packing on the 2-core CPU machine those collections were most of the 16 s between the data
-    and the first step. Frozen objects are skipped. Reference counting still frees everything as before;
+    Axolotl's multipack sampler calls gc.collect() each time it packs batches: many times before the
+    first step of a packed run (every count of batches packs several times), then once an epoch. Each full
+    collection walks every object of torch, transformers, axolotl and the loaded model, so on a small model
+    those collections dominate the time between the data and the first step (see benchmarks/README.md).
+    Frozen objects are skipped. Reference counting still frees everything as before;
     only cyclic garbage among objects that exist at the moment of freezing (imports, config, the loaded
     model: all alive for the whole run) would outlive the run's collections, and one collection right
     before each freeze leaves no garbage of the import or the model load to be frozen (so no temporary
