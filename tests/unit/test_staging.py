@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -147,3 +148,23 @@ def test_a_swap_whose_second_rename_fails_puts_the_earlier_target_back(tmp_path)
         stage.commit(stage.path / "merged")  # nothing was written there
     assert tree(target) == {"report.md": "earlier report"}
     assert [p.name for p in run.iterdir()] == ["eval"]
+
+
+def test_the_model_cache_cleans_builds_killed_on_this_host_and_leaves_other_hosts_alone(tmp_path):
+    """The cache has no lock and may be shared: a pid names a process only on the host that wrote it."""
+    from pipeline.core import models
+
+    cache = tmp_path / "models"
+    target = cache / "tiny-llama-r1-seed0"
+    cache.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert not pid_alive(proc.pid)
+    ours = cache / f".{target.name}.{socket.gethostname()}.{proc.pid}"
+    theirs = cache / f".{target.name}.another-host.{proc.pid}"  # perhaps still building over there
+    for left in (ours, theirs):
+        left.mkdir()
+        (left / "model.safetensors").write_text("half")
+    models._build_atomically(target, lambda out: (out / "config.json").write_text("{}"))
+    assert tree(target) == {"config.json": "{}"}
+    assert sorted(p.name for p in cache.iterdir()) == sorted([target.name, theirs.name])
