@@ -46,7 +46,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -54,9 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import report
-from pipeline.core import config, inference, runs, safeio, section
+from pipeline.core import config, inference, runs, safeio, section, staging
 from pipeline.core.errors import ExitCode, UserError
-from pipeline.core.proc import pid_alive, sigterm_as_interrupt
+from pipeline.core.proc import sigterm_as_interrupt
 from pipeline.core.section import GATES
 
 MAX_TOKENS = 1024
@@ -81,7 +80,7 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
     """
     run = pick(runs_dir, run_ref)
     run.take_lock()  # one writer: a merge or another evaluation of this run waits its turn
-    clean_leftovers(run)
+    staging.clean(run.path, TMP_PREFIX)  # a killed evaluation's folder goes even if this one is refused
     if (why := not_evaluable(run)) is not None:  # it may have changed while we waited to look
         raise UserError.at(str(run.path), None, "eval-not-ready", why)
     cfg = runs.run_config(run)
@@ -96,91 +95,76 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
     heldout = read_heldout(settings["heldout"])
 
     sigterm_as_interrupt()  # stop like Ctrl-C: the temporary folder is removed
-    tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
+    stage = staging.Staging(run.path / "eval", TMP_PREFIX)
     started = time.perf_counter()
     try:
-        tmp.mkdir()
+        stage.open()
         run.update_manifest(evaluate={"status": "running", "started": runs.now(), "pid": os.getpid()})
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.discard()
         raise runs.unwritable(run.path, exc) from None
     try:
-        models = measure_all(run, cfg, examples, heldout, terms, settings)
-        verdicts = judge(settings["gates"], models)
-        agreement = agree(models, cfg, run)
-        result = {
-            "run": run.name,
-            "config": manifest.get("config", {}).get("path"),
-            "base_model": cfg.get("base_model"),
-            "adapter_type": cfg.get("adapter"),
-            # axolotl's losses then cover the prompts as well; the report says so beside its curves
-            "train_on_inputs": bool(cfg.get("train_on_inputs")),
-            "examples": len(examples),
-            "models": {m.name: m.summary() for m in models},
-            "per_example": per_example(examples, models, terms),
-            "reference": reference_scores(examples, terms),
-            "gates": verdicts,
-            "merged_agreement": agreement,
-            "ok": all(v["ok"] for v in verdicts) and (agreement is None or agreement["ok"]),
-            "training": {k: manifest.get("summary", {}).get(k) for k in
-                         ("steps", "first_loss", "final_loss", "first_eval_loss", "eval_loss", "trainable_params",
-                          "train_runtime_s", "peak_rss_gib", "peak_vram_allocated_gib")},
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()},
-            "runtime_s": round(time.perf_counter() - started, 2),
-        }
-        report.loss_curves(run.metrics(), run.name, tmp / "loss_curves.png", result)
-        report.base_vs_tuned(result, tmp / "base_vs_tuned.png")
-        runs.write_json(tmp / "eval.json", result)
-        eval_manifest = {
-            "run": run.name, "stage": "evaluate", "finished": runs.now(), "command": sys.argv,
-            "versions": runs.versions(), "hardware": runs.hardware(), "git": runs.git_revision(Path.cwd()),
-            "data": {str(p): runs.sha256_file(p) for p in (settings["style_terms"], settings["heldout"])},
-            "validation": {str(p): runs.sha256_file(p) for p in validation_files(cfg)},
-            "train_manifest": {k: manifest.get(k) for k in ("run", "status", "started", "finished", "config",
-                                                           "git", "versions")},
-        }
-        runs.write_json(tmp / "manifest.json", eval_manifest)
-        runs.write_atomic(tmp / "report.md", report.markdown(result, eval_manifest))
-        runs.write_atomic(tmp / "report.html", report.page(result, eval_manifest))
-        target = run.path / "eval"
-        old = run.path / f".eval-{os.getpid()}-old"
-        if target.exists():
-            os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        with stage:
+            models = measure_all(run, cfg, examples, heldout, terms, settings)
+            verdicts = judge(settings["gates"], models)
+            agreement = agree(models, cfg, run)
+            result = {
+                "run": run.name,
+                "config": manifest.get("config", {}).get("path"),
+                "base_model": cfg.get("base_model"),
+                "adapter_type": cfg.get("adapter"),
+                # axolotl's losses then cover the prompts as well; the report says so beside its curves
+                "train_on_inputs": bool(cfg.get("train_on_inputs")),
+                "examples": len(examples),
+                "models": {m.name: m.summary() for m in models},
+                "per_example": per_example(examples, models, terms),
+                "reference": reference_scores(examples, terms),
+                "gates": verdicts,
+                "merged_agreement": agreement,
+                "ok": all(v["ok"] for v in verdicts) and (agreement is None or agreement["ok"]),
+                "training": {k: manifest.get("summary", {}).get(k) for k in
+                             ("steps", "first_loss", "final_loss", "first_eval_loss", "eval_loss", "trainable_params",
+                              "train_runtime_s", "peak_rss_gib", "peak_vram_allocated_gib")},
+                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()},
+                "runtime_s": round(time.perf_counter() - started, 2),
+            }
+            report.loss_curves(run.metrics(), run.name, stage.path / "loss_curves.png", result)
+            report.base_vs_tuned(result, stage.path / "base_vs_tuned.png")
+            runs.write_json(stage.path / "eval.json", result)
+            eval_manifest = {
+                "run": run.name, "stage": "evaluate", "finished": runs.now(), "command": sys.argv,
+                "versions": runs.versions(), "hardware": runs.hardware(), "git": runs.git_revision(Path.cwd()),
+                "data": {str(p): runs.sha256_file(p) for p in (settings["style_terms"], settings["heldout"])},
+                "validation": {str(p): runs.sha256_file(p) for p in validation_files(cfg)},
+                "train_manifest": {k: manifest.get(k) for k in ("run", "status", "started", "finished", "config",
+                                                               "git", "versions")},
+            }
+            runs.write_json(stage.path / "manifest.json", eval_manifest)
+            runs.write_atomic(stage.path / "report.md", report.markdown(result, eval_manifest))
+            runs.write_atomic(stage.path / "report.html", report.page(result, eval_manifest))
+            stage.commit()  # an earlier RUN/eval/ is replaced
     except KeyboardInterrupt:
-        shutil.rmtree(tmp, ignore_errors=True)
         _record(run, {"status": "interrupted", "finished": runs.now()})
         print(f"{run.name}: evaluation interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except OSError as exc:  # a full or read-only disk while writing the report
-        shutil.rmtree(tmp, ignore_errors=True)
         _record(run, {"status": "failed", "finished": runs.now()})
         print(f"{run.path}: eval-unwritable: cannot write the report ({exc.strerror or exc}); an earlier "
               f"RUN/eval/ is kept as it was", file=sys.stderr)
         return int(ExitCode.ENGINE)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         _record(run, {"status": "failed", "finished": runs.now()})
         raise
 
     status = "passed" if result["ok"] else "failed"
-    _record(run, {"status": status, "finished": runs.now(), "report": str(target / "report.md"),
+    _record(run, {"status": status, "finished": runs.now(), "report": str(stage.target / "report.md"),
                                   "gates": verdicts, "merged_agreement": agreement,
                                   "summary": result["models"]})
-    report.print_summary(result, target)
+    report.print_summary(result, stage.target)
     return int(ExitCode.OK if result["ok"] else ExitCode.FAILED)
 
 
 TMP_PREFIX = ".eval-"
-
-
-def clean_leftovers(run: runs.Run) -> None:
-    """Remove `.eval-<pid>` folders of evaluations that were killed outright (their pid is gone)."""
-    for stale in run.path.glob(f"{TMP_PREFIX}*"):
-        pid = stale.name[len(TMP_PREFIX):].removesuffix("-old")
-        if stale.is_dir() and not pid_alive(pid):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _record(run: runs.Run, entry: dict[str, Any]) -> None:

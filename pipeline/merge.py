@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import inference, runs
+from pipeline.core import inference, runs, staging
 from pipeline.core.errors import SIGNALLED, ExitCode, UserError
-from pipeline.core.proc import pid_alive, sigterm_as_interrupt
+from pipeline.core.proc import sigterm_as_interrupt
 
 TMP_PREFIX = ".merging-"
 MAX_EXAMPLES = 4
@@ -72,72 +72,63 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
         return int(ExitCode.OK)
     cfg = runs.run_config(run)
     inference.offline_for(cfg["base_model"])  # before transformers is imported
-    for stale in run.path.glob(f"{TMP_PREFIX}*"):  # left by a merge that was killed outright
-        if not pid_alive(stale.name[len(TMP_PREFIX):]):
-            shutil.rmtree(stale, ignore_errors=True)
 
     from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
 
-    tmp = run.path / f"{TMP_PREFIX}{os.getpid()}"
+    stage = staging.Staging(target, TMP_PREFIX)  # axolotl writes into stage.path/merged
     record: dict[str, Any] = {"status": "running", "started": runs.now(), "pid": os.getpid(), "command": sys.argv}
     try:
-        tmp.mkdir()
+        stage.open()  # removing the folder a merge that was killed outright left
         run.update_manifest(merge=record)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.discard()
         raise runs.unwritable(run.path, exc) from None
     # SIGTERM outside axolotl's run (during the check) stops like Ctrl-C: cleaned up, exit 130
     sigterm_as_interrupt()
     print(f"==> merge: {run.output_dir} into {cfg['base_model']} -> {target}", file=sys.stderr)
     started = time.perf_counter()
     assert run.lock is not None
-    try:
-        code = engine.run(
-            engine.command("merge_lora", run.path / "config.yaml",
-                           args=[f"--lora_model_dir={run.output_dir}", f"--output_dir={tmp}"]),
-            engine.environment(tmp / "metrics.jsonl", bool(run.manifest().get("offline", True))),
-            run.path / "merge.log", pass_fds=(run.lock.fd,))
-        if code != 0:
-            return finish(run, record, tmp, "interrupted" if code in SIGNALLED else "failed",
-                          int(ExitCode.INTERRUPTED) if code in SIGNALLED else int(ExitCode.ENGINE),
-                          f"axolotl's merge exited with status {code}; see {run.path / 'merge.log'}")
-        merged = tmp / "merged"
-        if not looks_complete(merged):
-            return finish(run, record, tmp, "failed", int(ExitCode.ENGINE),
-                          f"axolotl's merge exited 0 but {merged} has no config.json and weights")
-        record["merge_runtime_s"] = round(time.perf_counter() - started, 2)
-        print("==> verify: merged logits vs base + adapter on the validation prompts", file=sys.stderr)
-        result = verify(cfg, run.output_dir, merged)
-        runs.write_json(merged / "pipeline-merge.json", result)
-        runs.write_json(run.path / "merge.json", result)
-        for line in describe(result):
-            print(line, file=sys.stderr)
-        if not result["ok"]:
-            rejected = run.path / "merge-rejected"
-            shutil.rmtree(rejected, ignore_errors=True)
-            os.rename(merged, rejected)
-            return finish(run, record, tmp, "failed-verification", int(ExitCode.FAILED),
-                          f"the merged model does not match base + adapter; kept for inspection in {rejected}",
+    with stage:  # whatever is left in it when this ends goes with it
+        try:
+            code = engine.run(
+                engine.command("merge_lora", run.path / "config.yaml",
+                               args=[f"--lora_model_dir={run.output_dir}", f"--output_dir={stage.path}"]),
+                engine.environment(stage.path / "metrics.jsonl", bool(run.manifest().get("offline", True))),
+                run.path / "merge.log", pass_fds=(run.lock.fd,))
+            if code != 0:
+                return finish(run, record, "interrupted" if code in SIGNALLED else "failed",
+                              int(ExitCode.INTERRUPTED) if code in SIGNALLED else int(ExitCode.ENGINE),
+                              f"axolotl's merge exited with status {code}; see {run.path / 'merge.log'}")
+            merged = stage.path / "merged"
+            if not looks_complete(merged):
+                return finish(run, record, "failed", int(ExitCode.ENGINE),
+                              f"axolotl's merge exited 0 but {merged} has no config.json and weights")
+            record["merge_runtime_s"] = round(time.perf_counter() - started, 2)
+            print("==> verify: merged logits vs base + adapter on the validation prompts", file=sys.stderr)
+            result = verify(cfg, run.output_dir, merged)
+            runs.write_json(merged / "pipeline-merge.json", result)
+            runs.write_json(run.path / "merge.json", result)
+            for line in describe(result):
+                print(line, file=sys.stderr)
+            if not result["ok"]:
+                rejected = run.path / "merge-rejected"
+                shutil.rmtree(rejected, ignore_errors=True)
+                os.rename(merged, rejected)
+                return finish(run, record, "failed-verification", int(ExitCode.FAILED),
+                              f"the merged model does not match base + adapter; kept for inspection in {rejected}",
+                              verification=result)
+            stage.commit(merged)  # over an earlier merged/ only with --force (main returned before, without)
+            record["path"] = str(target)
+            return finish(run, record, "verified", int(ExitCode.OK), f"merged model: {target}",
                           verification=result)
-        if target.exists():  # --force: swap, so a complete merged/ exists at every moment but one rename
-            old = run.path / f"{TMP_PREFIX}{os.getpid()}-old"
-            os.rename(target, old)
-            os.rename(merged, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(merged, target)
-        record["path"] = str(target)
-        return finish(run, record, tmp, "verified", int(ExitCode.OK), f"merged model: {target}",
-                      verification=result)
-    except KeyboardInterrupt:
-        return finish(run, record, tmp, "interrupted", int(ExitCode.INTERRUPTED), "interrupted")
-    except OSError as exc:  # a full or read-only disk while writing the merged model or its record
-        return finish(run, record, tmp, "failed", int(ExitCode.ENGINE), f"cannot write ({exc.strerror or exc})")
+        except KeyboardInterrupt:
+            return finish(run, record, "interrupted", int(ExitCode.INTERRUPTED), "interrupted")
+        except OSError as exc:  # a full or read-only disk while writing the merged model or its record
+            return finish(run, record, "failed", int(ExitCode.ENGINE), f"cannot write ({exc.strerror or exc})")
 
 
-def finish(run: runs.Run, record: dict[str, Any], tmp: Path, status: str, code: int, message: str,
+def finish(run: runs.Run, record: dict[str, Any], status: str, code: int, message: str,
            verification: dict[str, Any] | None = None) -> int:
-    shutil.rmtree(tmp, ignore_errors=True)
     record.update(status=status, finished=runs.now(), exit_code=code)
     if verification is not None:
         record["verification"] = {k: v for k, v in verification.items() if k != "checks"}

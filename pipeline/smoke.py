@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.core import bounds, config, engine, models, runs, safeio, section, summary
+from pipeline.core import bounds, config, engine, models, outcome, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
 
@@ -135,41 +134,26 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
 
     records = run.metrics()
     s = summary.summarize(records)
-    problem = None
-    if code == 0 and not any(r.get("kind") == "start" for r in records):
-        problem = (f"{cfg.path}: metrics-missing: axolotl ran but the metrics recorder did not load "
-                   f"(see {run.path / 'axolotl.log'}); is the pipeline package importable there?")
-        code = int(ExitCode.ENGINE)
-    elif code == 0 and (s.get("steps") or 0) < steps:  # a run cut short is never a passed smoke
-        problem = (f"{cfg.path}: steps-short: axolotl exited 0 after {s.get('steps') or 0} of {steps} steps; "
-                   f"see {run.path / 'axolotl.log'}")
-        code = int(ExitCode.ENGINE)
-    if changed := runs.changed_data(hashes):
-        problem = (f"{cfg.path}: data-changed: {', '.join(changed)} changed while the run read it, so the "
-                   f"manifest's hashes may not be what trained; the run is marked failed, smoke it again")
-        if (prepared := runs.prepared_data(run)) is not None:  # it may hold the new rows under the old key
-            shutil.rmtree(prepared, ignore_errors=True)
-        code = code if code not in (0, 1) else int(ExitCode.FAILED)
-    if problem:
-        print(problem, file=sys.stderr)
+    ended = outcome.judge(run, code, records, stage="smoke", subject=cfg.path, planned=steps,
+                          reached=(s.get("steps") or 0) >= steps, hashes=hashes)
+    ended.say()
+    code = code or ended.exit_code  # the table shows axolotl's own status where it gave one
     verdicts = bounds.evaluate(section.bounds(cfg), s) if code == 0 else []
     result = Result(str(cfg.path), run.name, code, runtime, s, verdicts, launch_s=launch)
-    status = "succeeded" if result.ok else ("interrupted" if code in SIGNALLED else "failed")
+    if ended.ok and not result.ok:  # a bound broke
+        ended = replace(ended, status=outcome.FAILED)
+    elif code in SIGNALLED:  # as a smoke has always recorded it: stopped is interrupted, changed data or not
+        ended = replace(ended, status=outcome.INTERRUPTED)
     try:
         run.write_json(run.path / "smoke.json", result.as_dict())
     except OSError as exc:
         result.exit_code = code = code if code not in (0, 1) else int(ExitCode.ENGINE)
-        status = "failed"
+        ended = replace(ended, status=outcome.FAILED)
         print(f"{run.path / 'smoke.json'}: run-unwritable: cannot write the result ({exc.strerror}); the run is "
               f"marked failed", file=sys.stderr)
-    try:
-        runs.finish_manifest(run, status, exit_code=code, runtime_s=round(runtime, 2),
-                             summary={k: v for k, v in s.items() if k != "losses"},
-                             **({"problem": problem} if problem else {}))
-    except OSError as exc:
+    if not outcome.record(run, ended, exit_code=code, runtime_s=round(runtime, 2),
+                          summary={k: v for k, v in s.items() if k != "losses"}):
         result.exit_code = code if code not in (0, 1) else int(ExitCode.ENGINE)
-        print(f"{run.manifest_path}: run-unwritable: cannot record how the run ended ({exc.strerror}); "
-              f"`pipeline runs` shows it as killed", file=sys.stderr)
     run.lock.release()
     return result
 

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline import checks
-from pipeline.core import config, lock, models, runs, safeio, summary
-from pipeline.core.errors import SIGNALLED, ExitCode, UserError
+from pipeline.core import config, lock, models, outcome, runs, safeio, summary
+from pipeline.core.errors import ExitCode, UserError
 from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 
 STAGE = "train"
@@ -129,64 +129,38 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
 
     records = run.metrics()
     s = summarize(run)
-    finished = finished_at(records)
-    problem = None
-    if code == 0 and not any(r.get("kind") == "start" for r in records):
-        problem = (f"{run.path}: metrics-missing: axolotl ran but the metrics recorder did not load (see "
-                   f"{run.path / 'axolotl.log'}); is the pipeline package importable there?")
-        status, exit_code = "failed", int(ExitCode.ENGINE)
-    elif code == 0 and finished:
-        status, exit_code = "succeeded", int(ExitCode.OK)
-    elif code in SIGNALLED:  # engine.run reports a signal we forwarded even where axolotl then exited 0
-        status, exit_code = "interrupted", int(ExitCode.INTERRUPTED)
-    elif code == 0:  # it stopped short of its steps with no signal: never a success
-        problem = (f"{run.path}: steps-short: axolotl exited 0 at step {s.get('steps') or 0} of "
-                   f"{s.get('max_steps')}; see {run.path / 'axolotl.log'}")
-        status, exit_code = "failed", int(ExitCode.ENGINE)
-    else:
-        status, exit_code = "failed", int(ExitCode.ENGINE)
-    hashes = manifest.get("data") or {}
-    if changed := runs.changed_data(hashes):
-        problem = (f"{run.path}: data-changed: {', '.join(changed)} changed during the run, so the manifest's "
-                   f"hashes may not be what trained; the run is marked failed: train again")
-        prepared = runs.prepared_data(run)
-        if prepared is not None and not checkpoint:  # it may hold the new rows under the old content's key
-            shutil.rmtree(prepared, ignore_errors=True)
-        status, exit_code = "failed", exit_code if exit_code != int(ExitCode.OK) else int(ExitCode.FAILED)
-    if problem:
-        print(problem, file=sys.stderr)
+    ended = outcome.judge(run, code, records, stage=STAGE, subject=run.path, planned=s.get("max_steps"),
+                          reached=finished_at(records), hashes=manifest.get("data") or {},
+                          keep_prepared=checkpoint is not None)
+    ended.say()
 
     last = last_complete_checkpoint(run.output_dir)
-    this.update(finished=runs.now(), exit_code=code, status=status, runtime_s=round(runtime, 2),
+    this.update(finished=runs.now(), exit_code=code, status=ended.status, runtime_s=round(runtime, 2),
                 reached_step=s.get("steps"))
     fields: dict[str, Any] = {
-        "exit_code": exit_code, "axolotl_exit_code": code, "runtime_s": round(runtime, 2),
+        "exit_code": ended.exit_code, "axolotl_exit_code": code, "runtime_s": round(runtime, 2),
         "attempts": [*attempts, this], "last_checkpoint": last.name if last else None,
         "summary": {k: v for k, v in s.items() if k != "losses"},
     }
-    if problem:
-        fields["problem"] = problem
-    if status == "succeeded":
+    if ended.ok:
         fields["adapter"] = str(run.output_dir)
-    try:
-        runs.finish_manifest(run, status, **fields)
-    except OSError as exc:
-        print(f"{run.manifest_path}: run-unwritable: cannot record how the run ended ({exc.strerror}); "
-              f"`pipeline runs` shows it as killed; after freeing space: pipeline train --resume {run.path}",
-              file=sys.stderr)
-        return exit_code if exit_code != int(ExitCode.OK) else int(ExitCode.ENGINE)
+    if not outcome.record(run, ended, then=f"; after freeing space: pipeline train --resume {run.path}", **fields):
+        return ended.exit_code if ended.exit_code != int(ExitCode.OK) else int(ExitCode.ENGINE)
 
-    if status == "succeeded":
-        print(report_line(run.name, s), file=sys.stderr)
-        print(f"adapter: {run.output_dir}\nnext: pipeline merge {run.path}", file=sys.stderr)
-    elif status == "interrupted":
+    print(closing(run, ended, code, s, last), file=sys.stderr)
+    return ended.exit_code
+
+
+def closing(run: runs.Run, ended: outcome.Outcome, child: int, s: dict[str, Any], last: Path | None) -> str:
+    """What an attempt ends by saying: the result and where to go from there."""
+    if ended.ok:
+        return f"{report_line(run.name, s)}\nadapter: {run.output_dir}\nnext: pipeline merge {run.path}"
+    if ended.status == outcome.INTERRUPTED:
         where = f"its last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
-        print(f"{run.name}: interrupted at step {s.get('steps', 0)}; {where}. Continue with: "
-              f"pipeline train --resume {run.path}", file=sys.stderr)
-    else:
-        print(f"{run.name}: axolotl exited with status {code}; see {run.path / 'axolotl.log'}. "
-              f"After fixing the cause: pipeline train --resume {run.path}", file=sys.stderr)
-    return exit_code
+        return (f"{run.name}: interrupted at step {s.get('steps', 0)}; {where}. Continue with: "
+                f"pipeline train --resume {run.path}")
+    return (f"{run.name}: axolotl exited with status {child}; see {run.path / 'axolotl.log'}. "
+            f"After fixing the cause: pipeline train --resume {run.path}")
 
 
 def finished_at(records: list[dict[str, Any]]) -> bool:

@@ -26,10 +26,10 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.cache import cache_dir  # models/ is beneath it; smoke and train reach it as models.cache_dir()
+from pipeline.core.staging import Staging
 
 SCHEME = "pipeline://"
 ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
@@ -211,17 +212,13 @@ def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED, wheelhous
 
 def _build_atomically(target: Path, builder: Any) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        builder(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent build that won the race
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # the cache may be shared between machines or containers, whose pids mean nothing here: only this host's
+    # dead builds are stale
+    with Staging(target, f".{target.name}.{socket.gethostname()}.") as stage:
+        builder(stage.path)
+        if not stage.commit(replace=False) and not (target / "config.json").is_file():
+            raise FileExistsError(f"{target} is in the way of the model built for it and holds no config.json; "
+                                  f"remove it to build again")  # not a concurrent build that won the race
 
 
 def build_tokenizer(out: Path) -> Any:
