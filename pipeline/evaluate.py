@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import report
-from pipeline.core import config, inference, runs, safeio, section, staging
+from pipeline.core import config, inference, provenance, runs, safeio, section, staging
 from pipeline.core.errors import ExitCode, UserError
 from pipeline.core.proc import sigterm_as_interrupt
 from pipeline.core.section import GATES
@@ -133,9 +133,9 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
             runs.write_json(stage.path / "eval.json", result)
             eval_manifest = {
                 "run": run.name, "stage": "evaluate", "finished": runs.now(), "command": sys.argv,
-                "versions": runs.versions(), "hardware": runs.hardware(), "git": runs.git_revision(Path.cwd()),
-                "data": {str(p): runs.sha256_file(p) for p in (settings["style_terms"], settings["heldout"])},
-                "validation": {str(p): runs.sha256_file(p) for p in validation_files(cfg)},
+                "versions": provenance.versions(), "hardware": provenance.hardware(), "git": provenance.git_revision(Path.cwd()),
+                "data": {str(p): provenance.sha256_file(p) for p in (settings["style_terms"], settings["heldout"])},
+                "validation": {str(p): provenance.sha256_file(p) for p in validation_files(cfg)},
                 "train_manifest": {k: manifest.get(k) for k in ("run", "status", "started", "finished", "config",
                                                                "git", "versions")},
             }

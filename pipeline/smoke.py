@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.core import bounds, config, engine, models, outcome, runs, safeio, section, summary
+from pipeline.core import bounds, cache, config, engine, outcome, provenance, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
 
@@ -91,7 +91,7 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
         except UserError as exc:
             problems += exc.findings
             continue
-        report = checks.run(cfg, remember=models.cache_dir() / "checks", for_run=True)
+        report = checks.run(cfg, remember=cache.cache_dir() / "checks", for_run=True)
         loaded.append((cfg, report.warnings))
         if report.errors:
             problems += report.errors
@@ -213,8 +213,8 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
             print(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}")
     payload = {
         "created": runs.now(),
-        "versions": runs.versions(),
-        "hardware": runs.hardware(),
+        "versions": provenance.versions(),
+        "hardware": provenance.hardware(),
         "command": sys.argv,
         "results": [r.as_dict() for r in results],
     }

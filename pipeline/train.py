@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline import checks
-from pipeline.core import config, lock, models, outcome, runs, safeio, summary
+from pipeline.core import cache, config, lock, outcome, provenance, runs, safeio, summary
 from pipeline.core.errors import ExitCode, UserError
 from pipeline.core.proc import pid_alive, sigterm_as_interrupt
 
@@ -81,7 +81,7 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
     """The config after the overrides, checked (the same entry as `pipeline check`) and resolved; bad input
     raises UserError before anything is written."""
     cfg = checks.with_overrides(config.load(config_path), overrides)
-    report = checks.run(cfg, remember=models.cache_dir() / "checks", for_run=True)
+    report = checks.run(cfg, remember=cache.cache_dir() / "checks", for_run=True)
     if report.errors:
         raise UserError(*report.errors)
     for warning in report.warnings:
@@ -307,7 +307,7 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
     m = run.manifest()
     if m.get("status") == "succeeded":  # it may have finished while we waited to look
         raise UserError.at(str(run.path), None, "resume-finished", f"{run.name} finished already; nothing to resume")
-    if changed := runs.changed_data(m.get("data") or {}):
+    if changed := provenance.changed_data(m.get("data") or {}):
         raise UserError.at(str(run.path), None, "resume-data-changed",
                            f"{', '.join(changed)} changed since the run started (its sha256 is in the manifest); "
                            f"restore it to resume, or start a new run on the new data")

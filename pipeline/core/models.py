@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.cache import cache_dir  # models/ is beneath it; smoke and train reach it as models.cache_dir()
+from pipeline.core.cache import cache_dir  # models/ is beneath it
 from pipeline.core.staging import Staging
 
 SCHEME = "pipeline://"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import runs
+from pipeline.core import provenance, runs
 from pipeline.core.errors import SIGNALLED, ExitCode
 
 SUCCEEDED, INTERRUPTED, FAILED = "succeeded", "interrupted", "failed"
@@ -81,7 +81,7 @@ def judge(run: runs.Run, child: int, records: list[dict[str, Any]], *, stage: st
         status, code = FAILED, int(ExitCode.ENGINE)
     else:
         status, code = FAILED, int(ExitCode.ENGINE)
-    if changed := runs.changed_data(dict(hashes)):
+    if changed := provenance.changed_data(dict(hashes)):
         problem = f"{subject}: data-changed: {', '.join(changed)} {DATA_CHANGED[stage]}"
         if not keep_prepared and (prepared := runs.prepared_data(run)) is not None:
             shutil.rmtree(prepared, ignore_errors=True)  # it may hold the new rows under the old content's key

@@ -35,7 +35,6 @@ from pipeline.core import lock, provenance, safeio
 from pipeline.core.errors import Finding, UserError
 
 # smoke, train and evaluate still call these as runs.<name>; they live in provenance
-from pipeline.core.provenance import changed_data, git_revision, hardware, sha256_file, versions  # noqa: F401
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"

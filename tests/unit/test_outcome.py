@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import train
-from pipeline.core import outcome, runs
+from pipeline.core import outcome, provenance, runs
 
 
 def run_folder(tmp_path: Path, records: list[dict] | None, prepared: Path | None = None) -> runs.Run:
@@ -102,7 +102,7 @@ def test_a_forwarded_signal_is_an_interruption_and_a_crash_a_failure_with_no_lin
 def test_data_edited_during_the_run_fails_it_and_drops_the_rows_prepared_from_it(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text('{"messages": []}\n')
-    hashes = runs.data_hashes([data])
+    hashes = provenance.data_hashes([data])
     prepared = tmp_path / "prepared" / "key"
     (prepared / "train").mkdir(parents=True)
     run = run_folder(tmp_path, logged(3, 3), prepared=prepared)
