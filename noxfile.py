@@ -62,11 +62,13 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests on all cores (gpu/multi_gpu/docker tests skip where they can't run)."""
+    """Unit and integration tests on all cores, the long ones too with PIPELINE_TESTS=all (as CI runs them)."""
     env = locked(session)
+    # the long tests (real SmolLM2, interrupted and resumed training) run where asked for, and in CI
+    select = [] if os.environ.get("PIPELINE_TESTS") == "all" or "-m" in session.posargs else ["-m", "not long"]
     # one test file per worker at a time: a module's real runs (its module-scoped fixtures) are made once
     session.run(str(BIN / "python"), "-m", "pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"),
-                "--dist", "loadfile", *session.posargs, env=env, external=True)
+                "--dist", "loadfile", *select, *session.posargs, env=env, external=True)
 
 
 @nox.session

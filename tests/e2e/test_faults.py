@@ -300,6 +300,7 @@ def test_edited_data_is_what_trains_and_the_manifest_says_so(project):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_two_resumes_at_once_one_is_refused_and_a_dead_holders_lock_is_taken_over(project, step_reached):
     entries = project.entries()
     first = project.start("train", TINY, "--set", "num_epochs=2")
@@ -371,6 +372,7 @@ def project_on(disk: Path, tmp_path: Path, earlier: Path) -> Project:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_disk_that_fills_during_training_marks_the_run_failed_and_resume_works_after(tmpfs, tmp_path, earlier,
                                                                                          step_reached):
     project = project_on(tmpfs, tmp_path, earlier)

@@ -16,7 +16,7 @@ from support import run_ok
 
 from pipeline.core import inference, models
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 CONFIG = "configs/smollm2_cpu.yaml"
 REF = "pipeline://smollm2-135m-instruct"

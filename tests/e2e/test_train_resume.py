@@ -15,7 +15,7 @@ from support import TINY, only_run
 
 from pipeline.core import runs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 #: two epochs of 18 steps; a checkpoint at the end of each (saves_per_epoch: 1)
 SHORT = ["--set", "num_epochs=2"]
