@@ -66,13 +66,20 @@ def cli():
 
 
 def wait_for_step(runs_dir: Path, step: int, proc: subprocess.Popen[str], timeout: float = 600) -> int:
-    """Block until a run under `runs_dir` has logged training step `step` (returns the highest seen); fails
-    if `proc` ends first or `timeout` seconds pass."""
+    """Block until a live run under `runs_dir` (its manifest says running: earlier, finished runs in the same
+    folder do not count) has logged training step `step`; returns the highest step seen. Fails if `proc`
+    ends first or `timeout` seconds pass."""
     from pipeline.core import runs
 
+    def live(run: Path) -> bool:
+        try:
+            return json.loads((run / "manifest.json").read_text()).get("status") == "running"
+        except (OSError, ValueError):
+            return False
+
     def highest() -> int:
-        seen = [r["step"] for path in runs_dir.glob("*/metrics.jsonl") for r in runs.read_jsonl(path)
-                if r.get("kind") == "train"]
+        seen = [r["step"] for path in runs_dir.glob("*/metrics.jsonl") if live(path.parent)
+                for r in runs.read_jsonl(path) if r.get("kind") == "train"]
         return max(seen) if seen and max(seen) >= step else 0
 
     return wait_until(highest, what=f"training step {step}", timeout=timeout, proc=proc)
