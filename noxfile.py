@@ -66,9 +66,10 @@ def tests(session: nox.Session) -> None:
     env = locked(session)
     # the long tests (real SmolLM2, interrupted and resumed training) run where asked for, and in CI
     select = [] if os.environ.get("PIPELINE_TESTS") == "all" or "-m" in session.posargs else ["-m", "not long"]
-    # one test file per worker at a time: a module's real runs (its module-scoped fixtures) are made once
+    # tests spread one by one over the workers (shared runs are made once, behind a lock), but a module
+    # marked xdist_group keeps its tests, and its module-scoped runs, on one worker
     session.run(str(BIN / "python"), "-m", "pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"),
-                "--dist", "loadfile", *select, *session.posargs, env=env, external=True)
+                "--dist", "loadgroup", *select, *session.posargs, env=env, external=True)
 
 
 @nox.session

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py, importable as `support`
 
-from support import ROOT, TINY, wait_until  # noqa: E402
+from support import ROOT, TINY, copy_run, wait_until  # noqa: E402
 
 # One model cache for the whole test session (and all xdist workers): building is atomic, so workers that
 # race to build the same model are safe, and later runs reuse it.
@@ -102,14 +102,18 @@ class SharedRuns:
         self.where = where
         where.mkdir(parents=True, exist_ok=True)
 
-    def get(self, name: str, *commands: tuple[str, ...]) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
-        """Run `commands` (each a pipeline command line, all into one runs folder) once per session; return
-        the run folder they made and what each printed."""
+    def get(self, name: str, *commands: tuple[str, ...],
+            start_from: Path | None = None) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
+        """Run `commands` (each a pipeline command line, all into one runs folder, which first gets a copy of
+        the run `start_from` where one is given) once per session; return the run folder they made or
+        continued and what each printed."""
         import filelock
 
         folder, record = self.where / name, self.where / f"{name}.json"
         with filelock.FileLock(str(self.where / f"{name}.lock")):
             if not record.is_file():
+                if start_from is not None:
+                    copy_run(start_from, folder / "runs")
                 done = []
                 for args in commands:
                     proc = run_cli(*args, "--runs-dir", str(folder / "runs"))
@@ -141,6 +145,22 @@ def tiny_trained(shared_runs: SharedRuns) -> Path:
     """`pipeline train configs/tiny_cpu.yaml` as `nox -s train` runs it: 4 epochs, 72 steps, with its
     checkpoints and final adapter. Read-only: copy it (`support.copy_run`) to merge or damage it."""
     run, _ = shared_runs.get("tiny-trained", ("train", TINY))
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluated(shared_runs: SharedRuns, tiny_trained: Path) -> Path:
+    """`tiny_trained`, copied, then `pipeline merge --auto` and `pipeline evaluate --latest` as the nox
+    sessions run them. Read-only, as every shared run."""
+    run, _ = shared_runs.get("tiny-evaluated", ("merge", "--auto"), ("evaluate", "--latest"), start_from=tiny_trained)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_qlora_trained(shared_runs: SharedRuns) -> Path:
+    """`pipeline train configs/tiny_cpu.yaml` for one epoch as QLoRA (4-bit base). Read-only."""
+    run, _ = shared_runs.get("tiny-qlora", ("train", TINY, "--set", "num_epochs=1", "--set", "adapter=qlora",
+                                            "--set", "load_in_4bit=true"))
     return run
 
 

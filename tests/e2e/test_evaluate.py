@@ -9,20 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
-from support import copy_run, run_ok
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, cli, tiny_trained) -> tuple[Path, dict]:
-    """`pipeline train configs/tiny_cpu.yaml` (the session's run, copied), `pipeline merge --auto`,
-    `pipeline evaluate --latest`."""
-    # the tiny config: the CPU default, the real model, trains for minutes (tests/e2e/test_smollm2.py runs 3 steps)
-    run = copy_run(tiny_trained, tmp_path_factory.mktemp("e2e") / "runs")
-    for args in (["merge", "--auto"], ["evaluate", "--latest"]):
-        assert run_ok(cli, run.parent, *args) == run
-    return run, json.loads((run / "eval" / "eval.json").read_text())
+def evaluated(tiny_evaluated) -> tuple[Path, dict]:
+    """`pipeline train configs/tiny_cpu.yaml`, `pipeline merge --auto`, `pipeline evaluate --latest`
+    (made once per test session: conftest's `tiny_evaluated`)."""
+    return tiny_evaluated, json.loads((tiny_evaluated / "eval" / "eval.json").read_text())
 
 
 def test_the_tuned_model_beats_the_base_on_validation_loss_and_the_gate_passes(evaluated):

@@ -13,14 +13,11 @@ import psutil
 import pytest
 import torch
 import yaml
-from support import TINY, copy_run, run_ok, wait_until
+from support import copy_run, wait_until
 
 from pipeline.core import inference
 
 pytestmark = pytest.mark.slow
-
-ONE_EPOCH = ["--set", "num_epochs=1"]
-
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_trained) -> Path:
@@ -29,9 +26,9 @@ def lora_run(tmp_path_factory, tiny_trained) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qlora_run(tmp_path_factory, cli) -> Path:
-    return run_ok(cli, tmp_path_factory.mktemp("qlora"), "train", TINY, *ONE_EPOCH, "--set", "adapter=qlora",
-                  "--set", "load_in_4bit=true")
+def qlora_run(tmp_path_factory, tiny_qlora_trained) -> Path:
+    """The session's trained tiny QLoRA run (one epoch), copied: these tests merge it."""
+    return copy_run(tiny_qlora_trained, tmp_path_factory.mktemp("qlora"))
 
 
 def validation_logits(model, run: Path) -> list[torch.Tensor]:

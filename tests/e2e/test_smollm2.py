@@ -16,7 +16,8 @@ from support import run_ok
 
 from pipeline.core import inference, models
 
-pytestmark = [pytest.mark.slow, pytest.mark.long]
+# one worker builds the model and runs the module's fixtures once
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("smollm2")]
 
 CONFIG = "configs/smollm2_cpu.yaml"
 REF = "pipeline://smollm2-135m-instruct"
