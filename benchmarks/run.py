@@ -10,8 +10,9 @@ chat set long enough to fill sequence_len 4096 with packing, for `--steps` optim
 Figures per variant, from the run's metrics.jsonl:
 - steady-state total tokens/s: tokens of steps `warmup+1..steps` over those steps' summed times
   (the first `--warmup` steps carry allocator growth and kernel autotuning and are left out);
-- MFU against the card's measured dense bf16 ceiling (`--peak-tflops`, default 798: measured on the
-  lent H100 with an 8192^3 bf16 matmul). Model FLOPs per token, recomputation not counted:
+- MFU against the card's dense bf16 ceiling (`--peak-tflops`, default the card's entry in
+  pipeline/checks/cards.py: 798 on the H100 and H200, measured on the lent H100 with an 8192^3 bf16 matmul).
+  Model FLOPs per token, recomputation not counted (pipeline/checks/flops.py, as the smoke table's MFU):
       4 * N_base            forward and input-gradient matmuls of the frozen base (no weight gradients)
     + 6 * N_adapter         forward, input and weight gradients of the LoRA matrices
     + 8 * L * S * d         attention scores and values at sequence length S, forward and backward
@@ -35,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.checks import cards, flops, shapes  # noqa: E402
 from pipeline.core import models, provenance, runs  # noqa: E402
 
 LORA, QLORA = ROOT / "configs" / "lora_style_transfer.yaml", ROOT / "configs" / "qlora_style_transfer.yaml"
@@ -101,16 +103,6 @@ def synthetic(path: Path, rows: int = 1500, seed: int = 0) -> Path:
     return path
 
 
-def flops_per_token(cfg: dict, lora_r: int, seq: int) -> tuple[float, int, int]:
-    d, L, inter = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
-    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim") or d // heads
-    shapes = [(d, heads * hd), (d, kv * hd), (d, kv * hd), (heads * hd, d), (d, inter), (d, inter), (inter, d)]
-    n_base = L * sum(i * o for i, o in shapes) + d * cfg["vocab_size"]
-    n_adapter = L * sum(lora_r * (i + o) for i, o in shapes)
-    return 4 * n_base + 6 * n_adapter + 8 * L * seq * d, n_base, n_adapter
-
-
 def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extra: list[str],
             profile: bool = False, shared_prepared: bool = False) -> dict:
     cfg_path, overrides, gpus = VARIANTS[name]
@@ -143,8 +135,8 @@ def measure(name: str, steps: int, warmup: int, data: Path, runs_dir: Path, extr
         import yaml
 
         resolved = yaml.safe_load((run.path / "config.yaml").read_text()) if run else {}
-        fpt, n_base, n_adapter = flops_per_token(models.architecture_config("llama-3.1-8b"),
-                                                 int(resolved.get("lora_r", 0)), int(resolved.get("sequence_len", 4096)))
+        adapter = resolved.get("adapter") if resolved.get("adapter") in ("lora", "qlora") else None
+        fpt = flops.per_token(shapes.shape(models.architecture_config("llama-3.1-8b")), resolved, adapter).per_token
         row.update({
             "steady_tokens_per_s": round(tokens / seconds, 1),
             "steady_tokens_per_s_per_gpu": round(tokens / seconds / gpus, 1),
@@ -177,7 +169,8 @@ def main() -> int:
                          f"2-GPU run)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--peak-tflops", type=float, default=798.0, help="the card's measured dense bf16 ceiling")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the card's dense bf16 ceiling (default: its entry in pipeline/checks/cards.py)")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "benchmarks")
     ap.add_argument("--results", type=Path, default=None, help="default: benchmarks/results/<card>.json")
     ap.add_argument("--profile", action="store_true",
@@ -188,26 +181,28 @@ def main() -> int:
     ap.add_argument("--set", dest="extra", action="append", default=[], help="passed on to every smoke")
     args = ap.parse_args()
 
+    hw = provenance.hardware()
+    card = hw["accelerator"].replace(" ", "-")
+    peak = args.peak_tflops or cards.dense_bf16_tflops(hw["accelerator"])
+    if peak is None:
+        ap.error(f"no dense bf16 ceiling is known for {hw['accelerator']}; give --peak-tflops")
     data = synthetic(args.runs_dir / "synthetic-1500.jsonl")
     models.resolve(MODEL)  # build once, outside any timed smoke
     extra = [a for kv in args.extra for a in ("--set", kv)]
-    hw = provenance.hardware()
-    card = hw["accelerator"].replace(" ", "-")
     out = args.results or ROOT / "benchmarks" / "results" / f"{card}.json"
     rows = []
     for variant in args.variants:  # results are written after every variant: a cut-off call keeps them
         row = measure(variant, args.steps, args.warmup, data, args.runs_dir, extra, args.profile,
                       args.shared_prepared)
         if "steady_tokens_per_s" in row:
-            row["mfu"] = round(row["steady_tokens_per_s_per_gpu"] * row["flops_per_token"]
-                               / (args.peak_tflops * 1e12), 4)
+            row["mfu"] = round(flops.mfu(row["steady_tokens_per_s_per_gpu"], row["flops_per_token"], peak), 4)
         rows.append(row)
         previous = json.loads(out.read_text()) if out.is_file() else {}
         by_variant = {r["variant"]: r for r in previous.get("results", [])}
         by_variant.update({r["variant"]: r for r in rows})
         payload = {
             "card": hw["accelerator"], "hardware": hw, "versions": provenance.versions(),
-            "peak_bf16_tflops": args.peak_tflops, "model": MODEL,
+            "peak_bf16_tflops": peak, "model": MODEL,
             "data": "synthetic 1,500 chat rows (benchmarks/run.py)",
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "results": [by_variant[k] for k in VARIANTS if k in by_variant],

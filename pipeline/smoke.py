@@ -3,12 +3,14 @@
 The seed's quick test, made repeatable: every config runs `--max-steps` optimizer steps (3 by default)
 through axolotl in its own run folder, and the command prints the table people read it for:
 
-    Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput (tok/s) | Final Loss
+    Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput (tok/s) | MFU | Final Loss
 
 Runtime is the whole axolotl process (imports, data preparation, model load, steps); a line under the
 table splits it into phases (see pipeline.in_axolotl.recorder), after the time this process spent checking
 and resolving the config before it launched axolotl. Throughput is
-steady-state tokens per second (all tokens, first step left out). Peak memory is the whole-run peak of
+steady-state tokens per second (all tokens, first step left out); MFU is that throughput per GPU times the
+model's FLOPs per token (pipeline.checks.flops) over the card's dense bf16 ceiling (pipeline.checks.cards),
+where the card's ceiling is known (`-` on a CPU). Peak memory is the whole-run peak of
 allocated GPU memory, or the process's peak resident memory on a CPU. The same figures go to
 `smoke.json` in each run folder and to one combined JSON file. A broken bound fails the command (exit 1)
 with one line naming the bound, the limit and the value.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
+from pipeline.checks import flops
 from pipeline.core import bounds, cache, config, engine, outcome, provenance, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
@@ -47,10 +50,22 @@ class Result:
     verdicts: list[bounds.Verdict] = field(default_factory=list)
     #: seconds this process spent on the config before axolotl started (checks, resolving, run folder)
     launch_s: float = 0.0
+    #: model FLOPs per token and the card's dense bf16 TFLOP/s, where both are known (the MFU's basis)
+    flops_per_token: int | None = None
+    peak_tflops: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and all(v.ok for v in self.verdicts)
+
+    @property
+    def mfu(self) -> float | None:
+        """The steady throughput's model FLOPs utilisation of each GPU, where the card's ceiling is known."""
+        tok_s = self.summary.get("throughput_tok_s")
+        if not (tok_s and self.flops_per_token and self.peak_tflops):
+            return None
+        per_gpu = tok_s / (self.summary.get("world_size") or 1)
+        return round(flops.mfu(per_gpu, self.flops_per_token, self.peak_tflops), 4)
 
     def as_dict(self) -> dict[str, Any]:
         s = self.summary
@@ -68,6 +83,7 @@ class Result:
             "trainable_params": s.get("trainable_params"),
             "throughput_tok_s": s.get("throughput_tok_s"),
             "trainable_tok_s": s.get("trainable_tok_s"),
+            "mfu": self.mfu,
             "first_loss": s.get("first_loss"),
             "final_loss": s.get("final_loss"),
             "losses": s.get("losses"),
@@ -140,6 +156,8 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
     code = code or ended.exit_code  # the table shows axolotl's own status where it gave one
     verdicts = bounds.evaluate(section.bounds(cfg), s) if code == 0 else []
     result = Result(str(cfg.path), run.name, code, runtime, s, verdicts, launch_s=launch)
+    if summary.used_gpu(s):
+        result.flops_per_token, result.peak_tflops = mfu_basis(cfg, resolved.axolotl, run.manifest())
     if ended.ok and not result.ok:  # a bound broke
         ended = replace(ended, status=outcome.FAILED)
     elif code in SIGNALLED:  # as a smoke has always recorded it: stopped is interrupted, changed data or not
@@ -158,6 +176,30 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
     return result
 
 
+def mfu_basis(cfg: config.LoadedConfig, axolotl_cfg: dict[str, Any],
+              manifest: dict[str, Any]) -> tuple[int | None, float | None]:
+    """(model FLOPs per token, the run's card's dense bf16 TFLOP/s); None for what is not known (the model's
+    shape, a card not in pipeline.checks.cards)."""
+    from pipeline.checks import architecture, cards, shapes
+
+    peak = cards.dense_bf16_tflops(str((manifest.get("hardware") or {}).get("accelerator") or "cpu"))
+    if peak is None:
+        return None, None
+    # the model as the user named it (a pipeline:// model is known by name before it is built), else as resolved
+    named = {k: cfg.data[k] for k in ("base_model", "base_model_config") if cfg.data.get(k)}
+    arch, _ = architecture.architecture(cfg, {**axolotl_cfg, **named})
+    if arch is None:
+        arch, _ = architecture.architecture(cfg, axolotl_cfg)
+    if arch is None:
+        return None, peak
+    adapter = axolotl_cfg.get("adapter")
+    try:
+        fpt = flops.per_token(shapes.shape(arch), axolotl_cfg, adapter if adapter in ("lora", "qlora") else None)
+    except Exception:  # noqa: BLE001 - a model transformers cannot build (the check has said so): no MFU
+        return None, peak
+    return fpt.per_token, peak
+
+
 def _memory(d: dict[str, Any]) -> str:
     mem = d["peak_memory_gib"]
     return "-" if mem is None else f"{mem:.2f} GiB" + (" RSS" if d["device"] == "cpu" else "")
@@ -170,6 +212,7 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("Peak VRAM (RSS on CPU)", _memory),
     ("Trainable Params", lambda d: summary.human_count(d["trainable_params"])),
     ("Throughput (tok/s)", lambda d: "-" if d["throughput_tok_s"] is None else f"{d['throughput_tok_s']:,.0f}"),
+    ("MFU", lambda d: "-" if d["mfu"] is None else f"{d['mfu']:.1%}"),
     ("Final Loss", lambda d: "-" if d["final_loss"] is None else f"{d['final_loss']:.3f}"),
 ]
 

@@ -1,6 +1,7 @@
 """The GPU a check is for, as a person names it: a card's compute capability from its name (`--gpu T4`,
-`RTX 4090`, `sm_86`), and a memory size from `--gpu-mem` (`32GiB`, `24GB`). Only the target and the
-`check` command read these; the estimate itself knows nothing of cards."""
+`RTX 4090`, `sm_86`), a memory size from `--gpu-mem` (`32GiB`, `24GB`), and a card's dense bf16 ceiling
+for MFU (`dense_bf16_tflops`). The target, the `check` command and the smoke's MFU read these; the estimate
+itself knows nothing of cards."""
 
 from __future__ import annotations
 
@@ -51,3 +52,34 @@ def gpu_capability(name: str) -> tuple[int, int] | None:
         if key.startswith(card):
             return GPU_COMPUTE_CAPABILITY[card]
     return None
+
+
+#: dense (no sparsity) bf16 tensor-core TFLOP/s by card, only where the vendor publishes it or this repository
+#: measured it; the key is the card's model as `dense_bf16_tflops` reduces its name. A measured ceiling is below
+#: the published one (the H100 SXM: 798 measured, 989 published): MFU against a measured ceiling reads higher
+DENSE_BF16_TFLOPS = {
+    # measured on the lent H100 SXM (8192^3 bf16 matmul): benchmarks/README.md, the benchmarks' MFU basis
+    "h100": 798.0,
+    # the H100's chip and compute; this workplace's H200s measured 769-798 the same way (benchmarks/README.md)
+    "h200": 798.0,
+    # NVIDIA H100 datasheet: BF16 tensor core 1,513 TFLOP/s with sparsity, half of it dense
+    "h100pcie": 756.0,
+    # NVIDIA A100 datasheet: BF16 tensor core 312 TFLOP/s dense (624 with sparsity), SXM and PCIe alike
+    "a100": 312.0,
+    "a100pcie": 312.0,
+    # NVIDIA L40S datasheet: BF16 tensor core 362.05 TFLOP/s dense (733 with sparsity)
+    "l40s": 362.05,
+    # NVIDIA L4 datasheet: BF16 tensor core 242 TFLOP/s with sparsity, half of it dense
+    "l4": 121.0,
+}
+
+
+def dense_bf16_tflops(name: str) -> float | None:
+    """The dense bf16 ceiling of a card by its name as the driver reports it (`NVIDIA H100 80GB HBM3`,
+    `NVIDIA A100-SXM4-80GB`) or as people write it (`H200`), else None (a card not in DENSE_BF16_TFLOPS).
+
+    Memory sizes and SXM or HBM words do not change the key; any other word does (`H100 NVL` is another card)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    kept = [w for w in words if w not in ("nvidia", "tesla", "geforce")
+            and not re.fullmatch(r"\d+gb|hbm\d*e?|sxm\d*", w)]
+    return DENSE_BF16_TFLOPS.get("".join(kept))

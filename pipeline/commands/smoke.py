@@ -11,7 +11,7 @@ from pipeline.commands._shared import Subparsers, add_command, add_overrides, ad
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = add_command(subparsers, "smoke", help="run each config for a few steps and check its bounds",
                     description="Run each config for --max-steps optimizer steps through axolotl and print "
-                                "Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput | "
+                                "Config | Runtime | Peak VRAM (RSS on CPU) | Trainable Params | Throughput | MFU | "
                                 "Final Loss. With no CONFIG: the shipped GPU configs where CUDA answers, "
                                 "else configs/tiny_cpu.yaml (a tiny model built locally; no download).",
                     examples=[

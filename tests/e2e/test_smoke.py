@@ -26,9 +26,10 @@ def test_tiny_smoke_prints_the_table_and_meets_its_bounds(tiny_smoke):
     table = proc.stdout.splitlines()
     header = next(line for line in table if line.startswith("| Config"))
     assert header.split("|")[1:-1] == [" Config   ", " Runtime ", " Peak VRAM (RSS on CPU) ", " Trainable Params ",
-                                       " Throughput (tok/s) ", " Final Loss "]
+                                       " Throughput (tok/s) ", " MFU ", " Final Loss "]
     row = next(line for line in table if line.startswith("| tiny_cpu"))
     assert "GiB RSS" in row
+    assert row.split("|")[6].strip() == "-"  # no MFU on a CPU
 
     (result,) = smoke_json(runs_dir)["results"]
     assert result["steps"] == 3 and len(result["losses"]) == 3
@@ -38,6 +39,7 @@ def test_tiny_smoke_prints_the_table_and_meets_its_bounds(tiny_smoke):
     assert 0.1 < result["peak_memory_gib"] < 4.0  # process RSS on the CPU, the config's bound
     assert result["trainable_params"] == 35_584  # r=8 on every linear layer and lm_head of the tiny model
     assert result["throughput_tok_s"] > 0
+    assert result["mfu"] is None
 
     assert runs_dir / result["run"] == run
     manifest = json.loads((run / "manifest.json").read_text())

@@ -1,4 +1,4 @@
-"""The benchmark's FLOPs-per-token formula against independently known parameter counts of Llama-3.1-8B."""
+"""The benchmark's FLOPs-per-token formula (pipeline.checks.flops) against independently known parameter counts of Llama-3.1-8B."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 
 from support import ROOT
 
+from pipeline.checks import flops, shapes
 from pipeline.core import models
 
 
@@ -18,8 +19,13 @@ def load_run():
 
 
 def test_flops_per_token_counts_the_8b_shape():
+    # the benchmark's MFU uses the product's formula (the smoke table's too), on the run's resolved config
     run = load_run()
-    fpt, n_base, n_adapter = run.flops_per_token(models.architecture_config("llama-3.1-8b"), 64, 4096)
+    assert run.flops is flops
+    shape = shapes.shape(models.architecture_config("llama-3.1-8b"))
+    f = flops.per_token(shape, {"adapter": "lora", "lora_r": 64, "lora_target_linear": True, "sequence_len": 4096},
+                        "lora")
+    fpt, n_base, n_adapter = f.per_token, f.base_params, f.adapter_params
     # Llama-3.1-8B has 8,030,261,248 parameters; without the input embeddings (128,256 x 4,096) and the
     # RMSNorm weights (65 x 4,096) the linear layers and lm_head hold the rest
     assert n_base == 8_030_261_248 - 128_256 * 4096 - 65 * 4096

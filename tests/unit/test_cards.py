@@ -23,3 +23,16 @@ def test_parse_memory_rejects_nonsense() -> None:
                                           ("potato", None)])
 def test_gpu_capability(name: str, cc: tuple[int, int] | None) -> None:
     assert cards.gpu_capability(name) == cc
+
+
+@pytest.mark.parametrize(("name", "tflops"), [("NVIDIA H100 80GB HBM3", 798.0), ("NVIDIA H200", 798.0), ("h200", 798.0),
+                                              ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L4", 121.0),
+                                              ("NVIDIA H100 PCIe", 756.0)])
+def test_dense_bf16_ceiling_of_a_listed_card(name: str, tflops: float) -> None:
+    assert cards.dense_bf16_tflops(name) == tflops
+
+
+@pytest.mark.parametrize("name", ["cpu", "NVIDIA H100 NVL", "NVIDIA L40", "NVIDIA GeForce RTX 4090", ""])
+def test_a_card_not_listed_has_no_ceiling(name: str) -> None:
+    # a near name is another card (L40 is not L4, H100 NVL is not the measured H100): no MFU beats a wrong one
+    assert cards.dense_bf16_tflops(name) is None
