@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.core.errors import ExitCode, UserError
+from pipeline.core.errors import ExitCode, UserError, WriteRefused
 
 CPU_DEFAULT = ["configs/tiny_cpu.yaml"]
 #: training without a GPU: the real 135M model (smoke keeps the tiny one: seconds, nothing to fetch; see README)
@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         for finding in exc.findings:
             print(finding, file=sys.stderr)
         return int(ExitCode.USAGE)
+    except WriteRefused as exc:
+        print(exc.finding, file=sys.stderr)
+        return int(ExitCode.ENGINE)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)

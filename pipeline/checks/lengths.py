@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checks.data import DataSet, messages, setting
+from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
@@ -75,10 +76,14 @@ def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
         # the model is not built yet: its tokenizer is deterministic, build only that (no weights)
         with tempfile.TemporaryDirectory(prefix="pipeline-tokenizer-") as tmp:
             return models.build_tokenizer(Path(tmp)), f"{ref} (tokenizer built for the check)"
-    if not Path(ref).is_dir():
+    if not safeio.present(ref, "dir"):
         from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(ref, "tokenizer_config.json"), str):
+        try:
+            cached = try_to_load_from_cache(ref, "tokenizer_config.json")
+        except ValueError:  # not even a hub id (HFValidationError): `/dev/zero`, `a b`
+            cached = None
+        if not isinstance(cached, str):
             return None, f"tokenizer {ref!r} is not a local folder nor in the local Hugging Face cache"
     try:
         from transformers import AutoTokenizer

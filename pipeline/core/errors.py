@@ -75,6 +75,15 @@ class UserError(Exception):
         return cls(Finding(str(path), line, rule, message))
 
 
+class WriteRefused(Exception):
+    """The disk refused a write outside a run folder (full, read-only, not permitted), e.g. a model built
+    into the cache: printed as its one finding, exit status 3 (ENGINE); nothing half-written is kept."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(str(finding))
+        self.finding = finding
+
+
 #: child exit statuses that mean "stopped by a signal" (128 + SIGINT, 128 + SIGTERM): an interruption,
 #: reported as ExitCode.INTERRUPTED, never as a failure of the engine
 SIGNALLED = (130, 143)

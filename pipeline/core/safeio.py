@@ -434,8 +434,13 @@ def safetensors_problem(path: str | os.PathLike[str]) -> str | None:
         return f"{p.name} has no readable safetensors header ({type(exc).__name__})"
     if not isinstance(header, dict):
         return f"{p.name} has no readable safetensors header"
-    ends = [int(v["data_offsets"][1]) for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)]
+    ends = []
+    for k, v in header.items():
+        offsets = v.get("data_offsets") if isinstance(v, dict) else None
+        if k != "__metadata__" and not (isinstance(offsets, list) and len(offsets) == 2 and
+                                        all(type(o) is int and o >= 0 for o in offsets)):
+            return f"{p.name} has a tensor {str(k)[:40]!r} without its [start, end] byte offsets: not safetensors"
+        ends += offsets[1:] if k != "__metadata__" else []
     need = 8 + n + max(ends, default=0)
     if st.st_size < need:
         return f"{p.name} is {st.st_size} bytes but its header needs {need}: the file was cut short"

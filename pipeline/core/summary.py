@@ -6,6 +6,32 @@ from collections.abc import Sequence
 from typing import Any
 
 
+#: the metrics recorder's fields (pipeline.in_axolotl.recorder) and their types; any may be null but these
+INTEGERS = ("step", "rank", "world_size", "max_steps", "first_step", "trainable_params", "total_params")
+NUMBERS = ("loss", "eval_loss", "epoch", "learning_rate", "grad_norm", "tokens_total", "tokens_trainable",
+           "step_time_s", "elapsed_s", "peak_vram_allocated_gib", "peak_vram_reserved_gib", "peak_rss_gib", "t_s",
+           "train_runtime")
+#: what each kind of record must hold to be read
+REQUIRED = {"train": ("step", "loss"), "eval": ("step",), "phase": ("name", "t_s")}
+
+
+def well_formed(record: Any) -> bool:
+    """Whether a parsed line of metrics.jsonl is a record as the recorder writes it (a damaged or hand-edited
+    line is not, and is skipped like a last line cut short by a crash)."""
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        return False
+    need = REQUIRED.get(record["kind"], ())
+    if any(k not in record for k in need) or any(record[k] is None for k in need if k != "loss"):
+        return False  # a train record's loss may be null (a step axolotl logged without one)
+    for key in INTEGERS:
+        if record.get(key) is not None and type(record[key]) is not int:
+            return False
+    for key in NUMBERS:
+        if record.get(key) is not None and (isinstance(record[key], bool) or not isinstance(record[key], (int, float))):
+            return False
+    return record.get("name") is None or isinstance(record["name"], str)
+
+
 def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> dict[str, Any]:
     """Losses, parameters, whole-run memory peaks and steady-state throughput of one run.
 

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -172,7 +173,7 @@ def dump_yaml(data: Any) -> str:
 
 FINDING = re.compile(r"^(?:warning: )?(?P<where>.+?)(?::\d+)?: (?P<rule>[a-z][a-z0-9]*(?:-[a-z0-9]+)*): \S")
 #: one example of any reader: far beyond what a real input takes, short of a hang
-LIMIT_S = float(os.environ.get("PIPELINE_FUZZ_LIMIT_S", "60"))
+LIMIT_S = float(os.environ.get("PIPELINE_FUZZ_LIMIT_S", "120"))
 #: growth of this process's peak memory during one example
 LIMIT_MIB = 1024
 
@@ -197,6 +198,9 @@ def bounded(seconds: float = LIMIT_S, mib: int = LIMIT_MIB) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     elapsed = time.monotonic() - started
+    if os.environ.get("PIPELINE_FUZZ_TIMES"):
+        with open(os.environ["PIPELINE_FUZZ_TIMES"], "a") as log:
+            log.write(f"{elapsed:.3f}\n")
     assert elapsed < seconds, f"the reader took {elapsed:.1f} s"
     grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
     assert grew < mib, f"the reader's peak memory grew by {grew:.0f} MiB"
@@ -239,18 +243,27 @@ def cli(args: list[str], *, allowed: tuple[int, ...] = (0, 1, 2)) -> tuple[int, 
     assert "Traceback" not in said, said[-3000:]
     assert code in allowed, f"exit {code}: {said[-3000:]}"
     stdout.encode("utf-8")  # print() to a UTF-8 terminal is strict: what it cannot encode is a traceback there
-    if code == 2:
+    if code == 2 and not stdout.startswith("{"):  # `--format json` lists the findings in its document
         assert any(FINDING.match(line) for line in said.split("\n")), said[-3000:]
     return code, stdout, stderr
+
+
+def warm_up(args: list[str]) -> None:
+    """Run a command once, unbounded: the first import of axolotl and torch takes seconds and a gigabyte,
+    which must not count against the first example."""
+    from pipeline import cli as entry
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        entry.main(args)
 
 
 def check_output(stdout: str, output: str) -> None:
     """`pipeline check`'s listing: every finding one line (table), or one JSON document (json)."""
     if output == "json":
-        report = json.loads(stdout)
-        for config in report["configs"]:
-            for f in config["findings"]:
-                assert "\n" not in f["message"] and "\r" not in f["message"], f
+        if not stdout:  # refused before any config was checked (a --set that is not key=value): stderr says
+            return
+        report = json.loads(stdout)  # one document (a message may hold a user's line break: it is data there)
+        assert all(isinstance(f["message"], str) for c in report["configs"] for f in c["findings"])
         return
     lines = stdout.split("\n")
     if FINDING.match(lines[0]):  # the findings come first, then a blank line
@@ -270,3 +283,66 @@ def judge_reader(fn: Callable[[], Any]) -> Any:
             for f in exc.findings:
                 one_line(f)
             return exc
+
+
+# --- a finished training run, as pipeline leaves it ----------------------------------------------------------
+
+RUN = "20260101-000000-tiny_cpu-train"
+ROW = {"messages": [{"role": "user", "content": "Rewrite: the river ran high."},
+                    {"role": "assistant", "content": "The river swelled."}]}
+
+
+def safetensors(header: Any, data: bytes = b"\0\0\0\0", length: int | None = None) -> bytes:
+    head = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return (len(head) if length is None else length).to_bytes(8, "little") + head + data
+
+
+WEIGHTS = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+
+
+def manifest(root: Path) -> dict[str, Any]:
+    return {"run": RUN, "stage": "train", "status": "succeeded", "started": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T00:01:00+00:00", "command": ["pipeline", "train"],
+            "config": {"path": str(root / "configs" / "tiny.yaml"), "sha256": "0" * 64, "resolved_sha256": "0" * 64},
+            "data": {}, "versions": {"python": "3.11.7"}, "git": {"commit": None, "dirty": None},
+            "hardware": {"accelerator": "cpu"}, "offline": True, "overrides": {}, "bounds": {},
+            "world_size": 1, "attempts": [{"status": "succeeded", "exit_code": 0}], "exit_code": 0,
+            "summary": {"steps": 2, "final_loss": 4.5, "peak_rss_gib": 1.0}, "last_checkpoint": "checkpoint-2",
+            "adapter": str(root / "runs" / RUN / "output")}
+
+
+METRICS = [{"kind": "start", "max_steps": 2, "trainable_params": 10, "total_params": 100, "world_size": 1},
+           {"kind": "phase", "name": "configured", "t_s": 1.0},
+           {"kind": "train", "step": 1, "loss": 5.0, "epoch": 0.5, "learning_rate": 0.01, "step_time_s": 0.1,
+            "tokens_total": 100, "tokens_trainable": 50, "peak_rss_gib": 1.0},
+           {"kind": "eval", "step": 2, "eval_loss": 4.8},
+           {"kind": "train", "step": 2, "loss": 4.5, "epoch": 1.0, "step_time_s": 0.1, "tokens_total": 200},
+           {"kind": "end", "step": 2, "peak_rss_gib": 1.0}, {"kind": "summary", "train_runtime": 1.0}]
+
+
+def trained_run(root: Path, base_model: Path) -> Path:
+    """A user's project with one finished training run (two steps, an adapter, a checkpoint) as pipeline
+    leaves it, written directly: no axolotl run is needed to read it back."""
+    (root / "configs").mkdir(parents=True)
+    (root / "data").mkdir()
+    rows = root / "data" / "rows.jsonl"
+    rows.write_text(json.dumps(ROW) + "\n")
+    for name in ("style_terms.txt", "general_heldout.txt"):
+        shutil.copy(ROOT / "data" / name, root / "data" / name)
+    source = (f"base_model: pipeline://tiny-llama\ndatasets:\n  - path: {rows}\n    type: chat_template\n"
+              f"test_datasets:\n  - path: {rows}\n    type: chat_template\nadapter: lora\n"
+              f"pipeline:\n  evaluate:\n    style_terms: {root / 'data' / 'style_terms.txt'}\n"
+              f"    heldout: {root / 'data' / 'general_heldout.txt'}\n")
+    (root / "configs" / "tiny.yaml").write_text(source)
+    run = root / "runs" / RUN
+    (run / "output" / "checkpoint-2").mkdir(parents=True)
+    (run / "source.yaml").write_text(source)
+    (run / "config.yaml").write_text(source.replace("pipeline://tiny-llama", str(base_model)).split("pipeline:")[0])
+    (run / "manifest.json").write_text(json.dumps(manifest(root), indent=2))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS))
+    for folder in (run / "output", run / "output" / "checkpoint-2"):
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16,
+                                                                 "target_modules": ["q_proj"]}))
+        (folder / "adapter_model.safetensors").write_bytes(safetensors(WEIGHTS))
+    (run / "output" / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    return run
