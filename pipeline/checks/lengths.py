@@ -40,7 +40,14 @@ def check(loaded: LoadedConfig, cfg: Mapping[str, Any], sets: list[DataSet]) -> 
         if tokenizer is None:
             ds.bounds = byte_bounds(ds, cfg, unrendered)
         else:
-            ds.lengths = token_lengths(ds, cfg, tokenizer, unrendered)
+            try:
+                ds.lengths = token_lengths(ds, cfg, tokenizer, unrendered)
+            except Exception as exc:  # noqa: BLE001 - a model folder's tokenizer may fail in any way on use
+                found.append(Finding(str(loaded.path), loaded.line("tokenizer_config") or loaded.line("base_model"),
+                                     "tokenizer-unavailable",
+                                     f"{source}: its tokenizer loads but fails on the rows ({type(exc).__name__}), so "
+                                     f"token lengths against sequence_len are not checked; repair its tokenizer files"))
+                continue
             found += too_long(ds, cfg, loaded)
         found += unrendered[:SHOWN] + ([Finding(ds.shown, None, "data-row", f"{len(unrendered) - SHOWN} more rows "
                                                                             f"like the above")]

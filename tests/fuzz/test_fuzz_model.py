@@ -106,6 +106,18 @@ def write_config(where: Path, base_model: Any, rows: Path, template: str = "toke
     return path
 
 
+def test_a_tokenizer_that_fails_on_use_is_a_warning(project, monkeypatch, tmp_path):
+    """Found by this fuzzer: a tokenizer_config.json with `model_max_length: ""` loads, then raises TypeError
+    on the first rows it is given."""
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder(), folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text()) | {"model_max_length": ""}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    code, out, _ = fuzzkit.cli(["check", str(write_config(tmp_path, str(folder), project / "rows.jsonl"))])
+    assert code == 0 and "tokenizer-unavailable" in out and "fails on the rows (TypeError)" in out
+
+
 @examples(60)
 @given(replaced=st.lists(REPLACEMENTS, min_size=1, max_size=3), output=st.sampled_from(["table", "json"]),
        template=st.sampled_from(["tokenizer_default", "llama3"]))
