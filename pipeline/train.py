@@ -257,7 +257,7 @@ class Progress(threading.Thread):
             try:
                 if (record := runs.parse_record(line)) is not None:
                     self.show(record)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):  # a null loss, an epoch of 1e999: no status line
                 continue
 
     def show(self, r: dict[str, Any]) -> None:
@@ -272,7 +272,7 @@ class Progress(threading.Thread):
                 self.last_epoch = epoch  # the first step seen (of a fresh or a resumed run) ends no epoch
             elif epoch > (self.last_epoch or 0):
                 self.last_epoch = epoch
-                self.emit(f"[train] epoch {epoch} done: step {r['step']}{of}, loss {r['loss']:.4f}, "
+                self.emit(f"[train] epoch {epoch} done: step {r['step']}{of}, loss {r.get('loss'):.4f}, "
                           f"lr {r.get('learning_rate') or 0:.2e}, {r.get('elapsed_s') or 0:.0f}s")
         elif kind == "eval" and r.get("eval_loss") is not None:
             self.emit(f"[train] eval at step {r['step']}{of}: validation loss {r['eval_loss']:.4f}")

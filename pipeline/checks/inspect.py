@@ -57,7 +57,9 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     ctx.schedule = unless_rejected(ctx, lambda: schedule(ctx), Schedule())
 
     for rule_id, severity, fn in CHECKS:
-        for keys, message in unless_rejected(ctx, lambda fn=fn: list(fn(ctx)), []):
+        nothing: list[tuple[tuple[str | int, ...], str]] = []
+        said = unless_rejected(ctx, lambda: list(fn(ctx)), nothing)  # noqa: B023 - called at once, in this iteration
+        for keys, message in said:
             found.append(Finding(where, loaded.line(*keys) if keys else None, rule_id, message, severity))
     found = [replace(f, severity=severity_of(f.rule, f.severity)) for f in drop_covered(found)]
     return Report(where, found, facts(ctx))
@@ -93,7 +95,7 @@ def facts(ctx: Context) -> dict[str, Any]:
         "schedule": ctx.schedule.as_dict(),
     }
     if ctx.shape is not None:
-        out.update(unless_rejected(ctx, lambda: _model_facts(ctx), {}))
+        out.update(unless_rejected(ctx, lambda: _model_facts(ctx), dict[str, Any]()))
     return out
 
 

@@ -314,7 +314,7 @@ def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES) -> tuple[yaml.Node | N
     except yaml.reader.ReaderError as exc:  # a control character: PyYAML's message spans two lines
         line = text.count("\n", 0, exc.position)
         raise yaml.MarkedYAMLError(problem=f"character #x{exc.character:x} is not allowed in YAML ({exc.reason})",
-                                   problem_mark=yaml.Mark("<text>", exc.position, line, 0, None, None)) from None
+                                   problem_mark=yaml.Mark("<text>", exc.position, line, 0, "", 0)) from None
     try:
         try:
             node = loader.get_single_node()
@@ -434,13 +434,14 @@ def safetensors_problem(path: str | os.PathLike[str]) -> str | None:
         return f"{p.name} has no readable safetensors header ({type(exc).__name__})"
     if not isinstance(header, dict):
         return f"{p.name} has no readable safetensors header"
-    ends = []
+    ends: list[int] = []
     for k, v in header.items():
         offsets = v.get("data_offsets") if isinstance(v, dict) else None
-        if k != "__metadata__" and not (isinstance(offsets, list) and len(offsets) == 2 and
-                                        all(type(o) is int and o >= 0 for o in offsets)):
+        if k == "__metadata__":
+            continue
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)):
             return f"{p.name} has a tensor {str(k)[:40]!r} without its [start, end] byte offsets: not safetensors"
-        ends += offsets[1:] if k != "__metadata__" else []
+        ends.append(offsets[1])
     need = 8 + n + max(ends, default=0)
     if st.st_size < need:
         return f"{p.name} is {st.st_size} bytes but its header needs {need}: the file was cut short"

@@ -18,7 +18,7 @@ from typing import Any
 import fuzzkit
 import pytest
 from fuzzkit import examples, json_documents, json_values, scalars, text
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.checks import data, lengths

@@ -13,7 +13,6 @@ problem, or the command got as far as that work.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import tempfile
 from pathlib import Path
