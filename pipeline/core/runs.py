@@ -90,7 +90,8 @@ class CorruptManifest(UserError):
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """A manifest as a dict; {} when there is none; CorruptManifest when it is damaged."""
+    """A manifest as a dict ({} when there is none), without fields of another type than pipeline writes there
+    (`"summary": []` reads as no summary); CorruptManifest when it is not a JSON object at all."""
     if not path.exists() and not path.is_symlink():
         return {}
     try:
@@ -102,12 +103,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CorruptManifest(Finding(str(path), None, "manifest-corrupt",
                                       f"the manifest is a JSON {type(data).__name__}, not an object; the run's "
                                       f"record is damaged: move the folder aside"))
-    for key, kind in MANIFEST_FIELDS.items():  # what the commands read back, of the type pipeline writes
-        if key in data and _wrong_type(data[key], kind):
-            raise CorruptManifest(Finding(str(path), None, "manifest-corrupt",
-                                          f"its {key!r} is a JSON {type(data[key]).__name__}, not what pipeline "
-                                          f"writes there; the run's record is damaged: move the folder aside"))
-    return data
+    # a field of another type than pipeline writes there (hand-edited, damaged) reads as absent
+    return {k: v for k, v in data.items() if not (k in MANIFEST_FIELDS and _wrong_type(v, MANIFEST_FIELDS[k]))}
 
 
 def _wrong_type(value: Any, kind: type) -> bool:
