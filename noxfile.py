@@ -73,6 +73,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """Long fuzzing of every reader of a user's input (tests/fuzz): 100,000 examples a property (set
+    PIPELINE_FUZZ_EXAMPLES to change it), a random seed, and each failure kept in .cache/hypothesis and
+    replayed first next time. `nox -s tests` runs the same properties with a fixed seed and a few thousand
+    examples in all."""
+    env = locked(session)
+    session.run(str(BIN / "python"), "-m", "pytest", "tests/fuzz", "-n", os.environ.get("PYTEST_WORKERS", "auto"),
+                *session.posargs, env={**env, "PIPELINE_FUZZ": "fuzz"}, external=True)
+
+
+@nox.session
 def gpu(session: nox.Session) -> None:
     """The gpu-marked tests only: 3-step runs asserting VRAM and loss bounds on the real configs."""
     env = locked(session)

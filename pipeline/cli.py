@@ -26,7 +26,7 @@ from pipeline.commands._shared import (
     default_configs,
     default_train_config,
 )
-from pipeline.core.errors import ExitCode, UserError
+from pipeline.core.errors import ExitCode, UserError, WriteRefused
 
 #: smoke's and train's defaults live in pipeline/commands/_shared.py; they stay importable from here
 __all__ = ["CPU_DEFAULT", "CPU_TRAIN_DEFAULT", "GPU_DEFAULT", "build_parser", "default_configs",
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         for finding in exc.findings:
             print(finding, file=sys.stderr)
         return int(ExitCode.USAGE)
+    except WriteRefused as exc:
+        print(exc.finding, file=sys.stderr)
+        return int(ExitCode.ENGINE)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)

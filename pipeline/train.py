@@ -220,17 +220,18 @@ class Progress(threading.Thread):
 
     def poll(self) -> None:
         try:
-            with self.path.open(encoding="utf-8") as fh:
+            with self.path.open("rb") as fh:  # bytes: a damaged line must not end the thread
                 fh.seek(self.offset)
                 chunk = fh.read()
         except FileNotFoundError:
             return
-        complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits for the next poll
-        self.offset += len(complete.encode("utf-8"))
-        for line in complete.splitlines():
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self.offset += len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
             try:
-                self.show(json.loads(line))
-            except (ValueError, TypeError):
+                if (record := runs.parse_record(line)) is not None:
+                    self.show(record)
+            except (ValueError, TypeError, OverflowError):  # a null loss, an epoch of 1e999: no status line
                 continue
 
     def show(self, r: dict[str, Any]) -> None:
@@ -245,7 +246,7 @@ class Progress(threading.Thread):
                 self.last_epoch = epoch  # the first step seen (of a fresh or a resumed run) ends no epoch
             elif epoch > (self.last_epoch or 0):
                 self.last_epoch = epoch
-                self.emit(f"[train] epoch {epoch} done: step {r['step']}{of}, loss {r['loss']:.4f}, "
+                self.emit(f"[train] epoch {epoch} done: step {r['step']}{of}, loss {r.get('loss'):.4f}, "
                           f"lr {r.get('learning_rate') or 0:.2e}, {r.get('elapsed_s') or 0:.0f}s")
         elif kind == "eval" and r.get("eval_loss") is not None:
             self.emit(f"[train] eval at step {r['step']}{of}: validation loss {r['eval_loss']:.4f}")
@@ -313,6 +314,11 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
                            f"restore it to resume, or start a new run on the new data")
     checkpoint = last_complete_checkpoint(run.output_dir)
     step = checkpoint_step(checkpoint) if checkpoint else 0
+    if (prepared := runs.prepared_data(run)) is not None:  # a disk that filled while axolotl saved it
+        from pipeline.core import engine
+
+        for cut in engine.drop_incomplete_prepared(prepared):
+            print(f"note: removed {cut}: prepared data the last attempt left cut short", file=sys.stderr)
     try:
         discarded = discard_after(run.output_dir, step)
         archived = rewind_metrics(run, step)

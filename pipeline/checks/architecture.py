@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checks import hub
-from pipeline.core import models
+from pipeline.core import models, safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
 
 def architecture(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Finding | None]:
     """The model's config.json, from what ships here, a local folder, the Hugging Face cache or the hub."""
-    import json
-
     key = "base_model_config" if cfg.get("base_model_config") else "base_model"
     ref = str(cfg.get(key) or "")
     line = loaded.line(key)
@@ -31,8 +29,13 @@ def architecture(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> tuple[dict[str
             return None, Finding(str(loaded.path), line, "model-unknown", f"{exc.args[0]}; fix {key}")
     if ref.lower() in models.HUB_ARCHITECTURES:
         return models.architecture_config(ref), None
-    if (Path(ref) / "config.json").is_file():
-        return json.loads((Path(ref) / "config.json").read_text()), None
+    if safeio.present(Path(ref) / "config.json", "file"):
+        if (raw := hub.read_config(Path(ref) / "config.json")) is not None:
+            return raw, None
+        return None, Finding(str(loaded.path), line, "architecture-unknown",
+                             f"{ref!r} has a config.json that is not a JSON object (damaged, or not a model's): "
+                             f"parameter counts, the memory estimate and the context-length check are skipped",
+                             "warning")
     if (found := hub.config_json(ref, cfg.get("revision_of_model"))) is not None:
         return found, None
     return None, Finding(str(loaded.path), line, "architecture-unknown",

@@ -191,23 +191,32 @@ def _read_rows(ds: DataSet, capped: _Capped) -> None:
 
 # --- rows against their type --------------------------------------------------------------------------
 
+def setting(entry: Mapping[str, Any], key: str, default: str) -> str:
+    """A dataset entry's name of a field; one that is not a string reads as unset (axolotl's validation
+    reports it), so a row is never looked up by a list or a number."""
+    value = entry.get(key)
+    return value if isinstance(value, str) and value else default
+
+
 def _mapping(entry: Mapping[str, Any]) -> tuple[str, str]:
-    props = entry.get("message_property_mappings") or {}
-    role = props.get("role") or entry.get("message_field_role") or "role"
-    content = props.get("content") or entry.get("message_field_content") or "content"
-    return str(role), str(content)
+    props = entry.get("message_property_mappings")
+    props = props if isinstance(props, dict) else {}
+    role = setting(props, "role", setting(entry, "message_field_role", "role"))
+    content = setting(props, "content", setting(entry, "message_field_content", "content"))
+    return role, content
 
 
 def _roles(entry: Mapping[str, Any]) -> dict[str, str]:
     mapped = entry.get("roles")
     if isinstance(mapped, dict) and mapped:
-        return {str(s): str(t) for t, sources in mapped.items() for s in (sources or [])}
+        return {str(s): str(t) for t, sources in mapped.items()
+                for s in (sources if isinstance(sources, list) else [sources] if isinstance(sources, str) else [])}
     return dict(DEFAULT_ROLES)
 
 
 def _trained_roles(entry: Mapping[str, Any], roles: Mapping[str, str]) -> set[str]:
     wanted = entry.get("roles_to_train")
-    wanted = ["assistant"] if wanted is None else ([wanted] if isinstance(wanted, str) else list(wanted))
+    wanted = wanted if isinstance(wanted, list) else [wanted] if isinstance(wanted, str) else ["assistant"]
     return {roles.get(str(r), str(r)) for r in wanted}
 
 
@@ -215,7 +224,7 @@ def messages(ds: DataSet, row: Any) -> list[dict[str, Any]] | None:
     """A chat row's messages as {'role', 'content'} with roles mapped, or None where the row is malformed."""
     if not isinstance(row, dict):
         return None
-    msgs = row.get(ds.entry.get("field_messages") or "messages")
+    msgs = row.get(setting(ds.entry, "field_messages", "messages"))
     if not isinstance(msgs, list):
         return None
     role_key, content_key = _mapping(ds.entry)
@@ -244,7 +253,7 @@ def check_rows(ds: DataSet, cfg: Mapping[str, Any]) -> list[Finding]:
 
 
 def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
-    field_messages = ds.entry.get("field_messages") or "messages"
+    field_messages = setting(ds.entry, "field_messages", "messages")
     if not isinstance(row, dict):
         yield "data-row", f"row is a {type(row).__name__}, not an object with a {field_messages!r} list"
         return
@@ -260,7 +269,7 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
     explicit = isinstance(ds.entry.get("roles"), dict) and bool(ds.entry.get("roles"))
     trained = _trained_roles(ds.entry, roles)
     train_all = bool(cfg.get("train_on_inputs"))
-    flag = ds.entry.get("message_field_training")
+    flag = setting(ds.entry, "message_field_training", "")
     any_trained = malformed = False
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or role_key not in m or content_key not in m:
@@ -291,7 +300,7 @@ def _chat_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[s
 
 
 def _completion_row(ds: DataSet, row: Any, cfg: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
-    key = ds.entry.get("field") or "text"
+    key = setting(ds.entry, "field", "text")
     if not isinstance(row, dict) or not isinstance(row.get(key), str):
         yield "data-row", f"a completion row needs a string {key!r} field (or set `field:` in the dataset entry)"
     elif not row[key].strip():

@@ -18,11 +18,12 @@ Answers are kept for the process (a check of ten configs on one model asks once)
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pipeline.core import safeio
 from pipeline.core.cache import cache_dir
 
 #: seconds to wait for the hub: long enough for a slow link, short enough that a machine with no route
@@ -69,17 +70,29 @@ def config_json(ref: str, revision: str | None = None) -> dict | None:
     cache, or what the hub answered (fetched now, or kept from an earlier answer)."""
     answer = ask(ref, revision)
     path = answer.config or _cached_config(ref, revision, None) or _cached_config(ref, revision, _cache())
-    if path is None:
-        return None
+    return None if path is None else read_config(path)
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """A config.json as a dict, or None where it is not a readable JSON object (not UTF-8, not JSON, a list)."""
     try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
+        data = safeio.read_json(path, what=path.name)
+    except (safeio.BadFile, OSError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _expanded(ref: str) -> Path:
+    """`ref` as a path, `~` expanded where this machine knows the user."""
+    try:
+        return Path(ref).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not have
+        return Path(ref)
 
 
 def looks_local(ref: str) -> bool:
     """A reference that can only mean a folder: a hub id is `name` or `org/name`."""
-    return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref or Path(ref).expanduser().is_dir()
+    return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref or safeio.present(_expanded(ref), "dir")
 
 
 def token_set() -> bool:
@@ -94,8 +107,8 @@ def _cache() -> Path:
 @functools.lru_cache(maxsize=64)
 def _ask(ref: str, revision: str | None, endpoint: str, offline: bool, token: bool, cache: str,
          hf_cache: str) -> Answer:
-    folder = Path(ref).expanduser()
-    if folder.is_dir():
+    folder = _expanded(ref)
+    if safeio.present(folder, "dir"):
         return _local(ref, folder)
     if looks_local(ref):
         return Answer("no-folder", ref, f"{folder} does not exist")
@@ -110,6 +123,8 @@ def _ask(ref: str, revision: str | None, endpoint: str, offline: bool, token: bo
 def _local(ref: str, folder: Path) -> Answer:
     if not (folder / "config.json").is_file():
         return Answer("incomplete", ref, f"{folder} has no config.json")
+    if read_config(folder / "config.json") is None:
+        return Answer("incomplete", ref, f"{folder / 'config.json'} is not a JSON object transformers can read")
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")) or \
         any(folder.glob("*.gguf"))
     if not has_weights:
@@ -139,8 +154,8 @@ def _in_hf_cache(ref: str, revision: str | None) -> Path | None:
         if not name.endswith(".index.json"):
             return config
         try:
-            shards = set(json.loads(weights.read_text())["weight_map"].values())
-        except (OSError, ValueError, KeyError, AttributeError):
+            shards = set(safeio.json_loads(weights.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
             continue
         if all(cached(s) is not None for s in shards):
             return config

@@ -3,12 +3,13 @@ the findings (rows, steps, warmup, trainable parameters, a peak-VRAM estimate)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.checks import data, estimate, lengths, rules, shapes, speed  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
-from pipeline.checks.context import Context, Report
+from pipeline.checks.context import Context, Report, Schedule
 from pipeline.checks.memory import estimates, recommendation
 from pipeline.checks.plugins import plugin_schemas
 from pipeline.checks.registry import CHECKS
@@ -18,6 +19,8 @@ from pipeline.checks.schema import axolotl_validation, drop_covered, unknown_key
 from pipeline.checks.target import Target, target_for
 from pipeline.core.config import PIPELINE_KEY, LoadedConfig
 from pipeline.core.errors import Finding
+
+T = TypeVar("T")
 
 
 def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
@@ -52,13 +55,27 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     ctx.sets, problems = data.check(loaded, axo or cfg)
     found += problems
     found += lengths.check(loaded, axo or cfg, ctx.sets)  # measures the sets' token lengths in place
-    ctx.schedule = schedule(ctx)
+    ctx.schedule = unless_rejected(ctx, lambda: schedule(ctx), Schedule())
 
     for rule_id, severity, fn in CHECKS:
-        for keys, message in fn(ctx):
+        nothing: list[tuple[tuple[str | int, ...], str]] = []
+        said = unless_rejected(ctx, lambda: list(fn(ctx)), nothing)  # noqa: B023 - called at once, in this iteration
+        for keys, message in said:
             found.append(Finding(where, loaded.line(*keys) if keys else None, rule_id, message, severity))
     found = [replace(f, severity=severity_of(f.rule, f.severity)) for f in drop_covered(found)]
     return Report(where, found, facts(ctx))
+
+
+def unless_rejected(ctx: Context, compute: Callable[[], T], fallback: T) -> T:
+    """compute(); where axolotl rejected the config, `fallback` when it fails: such a config may hold a value
+    of any type anywhere (`lora_r: ' '`), its axolotl-validation finding already names it, and a rule or a
+    fact computed from it says nothing more."""
+    if ctx.axo is not None:
+        return compute()
+    try:
+        return compute()
+    except Exception:  # noqa: BLE001 - any value of a rejected config may be of any type
+        return fallback
 
 
 #: keys of axolotl's cloud launcher files (axolotl/cli/cloud: modal and baseten), which a training config has not
@@ -79,16 +96,23 @@ def facts(ctx: Context) -> dict[str, Any]:
         "schedule": ctx.schedule.as_dict(),
     }
     if ctx.shape is not None:
-        # a full fine-tune trains every weight
-        t = estimate.trainable(ctx.shape, ctx.cfg) if ctx.adapter else estimate.Trainable(0)
-        trained = t.total if ctx.adapter else ctx.shape.total_params
-        out["params"] = {"total": ctx.shape.total_params, "trainable": trained, "lora": t.lora,
-                           "modules_to_save": t.saved,
-                           "trainable_percent": round(100 * trained / ctx.shape.total_params, 3)}
-        out["memory"] = {a: e.as_dict() for a, e in estimates(ctx).items()}
-        if ctx.target.memory_gib:
-            out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
-            out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)
-        if (compute := speed.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
-            out["compute"] = compute
+        out.update(unless_rejected(ctx, lambda: _model_facts(ctx), dict[str, Any]()))
+    return out
+
+
+def _model_facts(ctx: Context) -> dict[str, Any]:
+    """Trainable parameters and the memory estimates, from the model's shape."""
+    assert ctx.shape is not None
+    # a full fine-tune trains every weight
+    t = estimate.trainable(ctx.shape, ctx.cfg) if ctx.adapter else estimate.Trainable(0)
+    trained = t.total if ctx.adapter else ctx.shape.total_params
+    out: dict[str, Any] = {"params": {"total": ctx.shape.total_params, "trainable": trained, "lora": t.lora,
+                                      "modules_to_save": t.saved,
+                                      "trainable_percent": round(100 * trained / ctx.shape.total_params, 3)}}
+    out["memory"] = {a: e.as_dict() for a, e in estimates(ctx).items()}
+    if ctx.target.memory_gib:
+        out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
+        out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)
+    if (compute := speed.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
+        out["compute"] = compute
     return out

@@ -12,12 +12,14 @@ Split out of data.py (reading and row checks there, lengths here) so each module
 
 from __future__ import annotations
 
+import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.checks.data import DataSet, messages
+from pipeline.checks.data import DataSet, messages, setting
+from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
@@ -34,14 +36,28 @@ def check(loaded: LoadedConfig, cfg: Mapping[str, Any], sets: list[DataSet]) -> 
                              "tokenizer-unavailable",
                              f"{source}, so token lengths against sequence_len are not checked; run the check "
                              f"where the tokenizer is cached to have them checked"))
-    if tokenizer is None:
-        for ds in measurable:
-            ds.bounds = byte_bounds(ds, cfg)
-    else:
-        for ds in measurable:
-            ds.lengths = token_lengths(ds, cfg, tokenizer)
+    for ds in measurable:
+        unrendered: list[Finding] = []
+        if tokenizer is None:
+            ds.bounds = byte_bounds(ds, cfg, unrendered)
+        else:
+            try:
+                ds.lengths = token_lengths(ds, cfg, tokenizer, unrendered)
+            except Exception as exc:  # noqa: BLE001 - a model folder's tokenizer may fail in any way on use
+                found.append(Finding(str(loaded.path), loaded.line("tokenizer_config") or loaded.line("base_model"),
+                                     "tokenizer-unavailable",
+                                     f"{source}: its tokenizer loads but fails on the rows ({type(exc).__name__}), so "
+                                     f"token lengths against sequence_len are not checked; repair its tokenizer files"))
+                continue
             found += too_long(ds, cfg, loaded)
+        found += unrendered[:SHOWN] + ([Finding(ds.shown, None, "data-row", f"{len(unrendered) - SHOWN} more rows "
+                                                                            f"like the above")]
+                                       if len(unrendered) > SHOWN else [])
     return found
+
+
+#: rows the chat template cannot render, shown per data set (the rest are counted)
+SHOWN = 5
 
 
 def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
@@ -68,10 +84,14 @@ def tokenizer_for(cfg: Mapping[str, Any]) -> tuple[Any | None, str]:
         # the model is not built yet: its tokenizer is deterministic, build only that (no weights)
         with tempfile.TemporaryDirectory(prefix="pipeline-tokenizer-") as tmp:
             return models.build_tokenizer(Path(tmp)), f"{ref} (tokenizer built for the check)"
-    if not Path(ref).is_dir():
+    if not safeio.present(ref, "dir"):
         from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(ref, "tokenizer_config.json"), str):
+        try:
+            cached = try_to_load_from_cache(ref, "tokenizer_config.json")
+        except ValueError:  # not even a hub id (HFValidationError): `/dev/zero`, `a b`
+            cached = None
+        if not isinstance(cached, str):
             return None, f"tokenizer {ref!r} is not a local folder nor in the local Hugging Face cache"
     try:
         from transformers import AutoTokenizer
@@ -98,25 +118,25 @@ def chat_template_for(cfg: Mapping[str, Any], entry: Mapping[str, Any], tokenize
         return None
 
 
-def token_lengths(ds: DataSet, cfg: Mapping[str, Any], tokenizer: Any) -> list[int] | None:
+def token_lengths(ds: DataSet, cfg: Mapping[str, Any], tokenizer: Any,
+                  found: list[Finding] | None = None) -> list[int] | None:
+    """Tokens of every row as axolotl renders it; a row the chat template cannot render counts 0 and is a
+    finding in `found`."""
     if ds.type == "chat_template":
         template = chat_template_for(cfg, ds.entry, tokenizer)
         if template is None:
             return None
-        texts = []
-        for row in ds.rows:
-            msgs = messages(ds, row)
-            texts.append("" if msgs is None else tokenizer.apply_chat_template(
-                [m for m in msgs if isinstance(m["content"], str)], chat_template=template, tokenize=False))
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        texts = rendered(ds, found, lambda msgs: tokenizer.apply_chat_template(msgs, chat_template=template,
+                                                                               tokenize=False))
+        return [len(ids) for ids in tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"]]
     if ds.type == "completion":
-        key = ds.entry.get("field") or "text"
+        key = setting(ds.entry, "field", "text")
         texts = [str(row.get(key, "")) if isinstance(row, dict) else "" for row in ds.rows]
         return [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]  # + the EOS axolotl appends
     return None
 
 
-def byte_bounds(ds: DataSet, cfg: Mapping[str, Any]) -> list[int] | None:
+def byte_bounds(ds: DataSet, cfg: Mapping[str, Any], found: list[Finding] | None = None) -> list[int] | None:
     """Bytes of each rendered chat row (+2), an upper bound of its tokens, without the tokenizer."""
     if ds.type != "chat_template":
         return None
@@ -125,24 +145,36 @@ def byte_bounds(ds: DataSet, cfg: Mapping[str, Any]) -> list[int] | None:
     template = chat_template_for(cfg, ds.entry, None)
     if template is None:
         return None
-    out = []
-    for row in ds.rows:
-        msgs = messages(ds, row)
-        if msgs is None:
-            out.append(0)
-            continue
-        # special tokens are one token each whatever their spelling: any non-empty stand-in keeps the bound
-        # it returns (texts, generation indices), whatever its annotation says
-        texts = render_jinja_template([[m for m in msgs if isinstance(m["content"], str)]],
-                                      chat_template=template, bos_token="<s>", eos_token="</s>")[0]
-        out.append(len(texts[0].encode("utf-8")) + 2)
-    return out
+    # special tokens are one token each whatever their spelling: any non-empty stand-in keeps the bound;
+    # it returns (texts, generation indices), whatever its annotation says
+    texts = rendered(ds, found, lambda msgs: render_jinja_template([msgs], chat_template=template, bos_token="<s>",
+                                                                   eos_token="</s>")[0][0])
+    return [0 if t is None else len(t.encode("utf-8")) + 2 for t in texts]
+
+
+def rendered(ds: DataSet, found: list[Finding] | None,
+             render: Callable[[list[dict[str, Any]]], str]) -> list[str | None]:
+    """Each row's text through `render`, None where it has no text messages or the template refuses it: that
+    row is a `data-row` finding in `found`, at its line (axolotl would stop on it while tokenising)."""
+    texts: list[str | None] = []
+    for row, line in zip(ds.rows, ds.lines, strict=True):
+        msgs = [m for m in messages(ds, row) or [] if isinstance(m["content"], str)]
+        try:
+            texts.append(render(msgs) if msgs else None)
+        except Exception as exc:  # noqa: BLE001 - a chat template is the user's own code: any error is the row's
+            texts.append(None)
+            if found is not None:
+                found.append(Finding(ds.shown, line or None, "data-row",
+                                     f"the chat template cannot render this row ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]}); fix the row or the template"))
+    return texts
 
 
 def too_long(ds: DataSet, cfg: Mapping[str, Any], loaded: LoadedConfig) -> list[Finding]:
-    seq = int(cfg.get("sequence_len") or 2048)
-    if not ds.lengths:
-        return []
+    seq = cfg.get("sequence_len") or 2048
+    if not ds.lengths or not isinstance(seq, (int, float)) or not math.isfinite(seq):
+        return []  # axolotl's validation reports a sequence_len that is no number
+    seq = int(seq)
     long_lines = [line for n, line in zip(ds.lengths, ds.lines, strict=True) if n > seq]
     if not long_lines:
         return []

@@ -123,14 +123,7 @@ def remote_code(loaded: LoadedConfig, cfg: Mapping[str, Any]) -> list[Finding]:
 
 
 def _config(a: hub.Answer) -> dict[str, Any] | None:
-    import json
-
-    if a.config is None:
-        return None
-    try:
-        return dict(json.loads(a.config.read_text()))
-    except (OSError, ValueError):
-        return None
+    return None if a.config is None else hub.read_config(a.config)
 
 
 def _code_files(a: hub.Answer, raw: Mapping[str, Any]) -> list[str]:

@@ -80,10 +80,13 @@ def shape(arch: Mapping[str, Any], *, cache: bool = True) -> Shape:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     s = _shape(arch_json)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(s)))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(dataclasses.asdict(s)))
+        os.replace(tmp, path)
+    except OSError:  # a full or read-only cache: the shape is built again next time, nothing else is lost
+        tmp.unlink(missing_ok=True)
     return s
 
 

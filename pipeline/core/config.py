@@ -127,6 +127,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """`key=value` pairs from the command line; values are parsed as YAML (`lr=2e-4`, `bf16=false`)."""
     out: dict[str, Any] = {}
     for item in items:
+        if (lone := safeio.lone_surrogate(item)) is not None:  # bytes of the command line that are not UTF-8
+            raise UserError.at("<command line>", None, "override-syntax",
+                               f"--set {item!r} holds a byte that is not UTF-8 text ({lone!r}); write it in UTF-8")
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError.at("<command line>", None, "override-syntax",
@@ -212,18 +215,22 @@ def dataset_entries(cfg: Mapping[str, Any]) -> list[tuple[str, int, dict[str, An
 
 def is_local_dataset(entry: Mapping[str, Any]) -> bool:
     path = str(entry.get("path", ""))
-    return path.endswith(DATA_SUFFIXES) or path.startswith(("/", "./", "../")) or Path(path).exists()
+    return path.endswith(DATA_SUFFIXES) or path.startswith(("/", "./", "../")) or safeio.present(path)
 
 
 def find_data_file(path: str, config_path: Path) -> Path | None:
     """A dataset path as axolotl reads it (from the current directory), else beside the config or one
     folder up (configs/ sits next to data/ in a project), so a command works from any directory."""
-    p = Path(path).expanduser()
+    p = Path(path)
+    try:
+        p = p.expanduser()
+    except RuntimeError:  # ~name of a user this machine does not have: the path as written (absent)
+        pass
     if p.is_absolute():
-        return p if p.exists() else None
+        return p if safeio.present(p) else None
     here = config_path.resolve().parent
     for base in (Path.cwd(), here, here.parent):
-        if (base / p).exists():
+        if safeio.present(base / p):
             return (base / p).resolve()
     return None
 
@@ -247,7 +254,7 @@ def resolve(loaded: LoadedConfig, overrides: Mapping[str, Any] | None = None, *,
                                    f"{exc.args[0]}") from None
             except models.ModelUnavailable as exc:
                 raise UserError.at(str(loaded.path), loaded.line(key), "model-unavailable", str(exc)) from None
-        elif isinstance(ref, str) and not Path(ref).exists():
+        elif isinstance(ref, str) and not safeio.present(ref):
             offline = False  # a hub id: leave the hub reachable for this run
 
     data_files: list[Path] = []

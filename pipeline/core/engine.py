@@ -172,6 +172,47 @@ def prepared_key(cfg: Mapping[str, Any], data_hashes: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+#: axolotl's lock over a prepared-data folder while it prepares into it (utils/data/lock.py, a filelock)
+PREPARE_LOCK = "datasets_prep.lock"
+
+
+def drop_incomplete_prepared(folder: Path) -> list[Path]:
+    """Remove what an axolotl that died while saving prepared data (a full disk, a kill) left in `folder`,
+    one content key's folder: each split the `datasets` library writes as arrow files, then state.json and
+    dataset_info.json last, so a split without both whole is cut short, and the next axolotl would fail
+    to load it for ever. Nothing is touched while another axolotl holds the folder's lock (it is preparing
+    now) or where the folder cannot be written. Returns what was removed."""
+    import fcntl
+    import json
+    import re
+    import shutil
+
+    hashed = re.compile(r"[0-9a-f]{32}")  # prepared_key's names, and axolotl's for each split: nothing else
+    if not hashed.fullmatch(folder.name):
+        return []
+    try:
+        fd = os.open(folder / PREPARE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:  # no such folder yet, or one that cannot be written: nothing this run could clean
+        return []
+    gone = []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for split in sorted(p for p in folder.iterdir() if p.is_dir() and hashed.fullmatch(p.name)):
+            try:
+                whole = all(isinstance(json.loads((split / name).read_text()), dict)
+                            for name in ("state.json", "dataset_info.json"))
+            except (OSError, ValueError):
+                whole = (split / "dataset_dict.json").is_file()
+            if not whole:
+                shutil.rmtree(split, ignore_errors=True)
+                gone.append(split)
+    except OSError:  # held by a preparing axolotl (BlockingIOError), or the folder vanished
+        pass
+    finally:
+        os.close(fd)
+    return gone
+
+
 def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any:
     """A new run folder for `stage`, set up the one way every stage does it: the config axolotl will run
     (config.yaml, see `prepare`), the user's config as written (source.yaml) and the manifest, with the
@@ -201,6 +242,8 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
     run = runs.create(runs_dir, cfg.name, stage)
     with runs.setting_up(run):
         axolotl_cfg = prepare(chosen, run.output_dir, cache.cache_dir(), resolved.data_files, hashes)
+        for cut in drop_incomplete_prepared(Path(axolotl_cfg["dataset_prepared_path"])):
+            print(f"note: removed {cut}: prepared data an earlier run left cut short", file=sys.stderr)
         text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + speed.comment(compute) \
             + yaml.safe_dump(axolotl_cfg, sort_keys=False)
         runs.write_atomic(run.path / "config.yaml", text)

@@ -35,7 +35,7 @@ class Finding:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.rule}: {self.message}"
+        return printable(f"{where}: {self.rule}: {self.message}")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +45,22 @@ class Finding:
             "severity": self.severity,
             "message": self.message,
         }
+
+
+#: line breaks and other control characters (a user's key, value or file name may hold any), as escapes
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x09} | {
+    0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def printable(text: str) -> str:
+    """`text` as one line any UTF-8 terminal can print: control characters escaped, and a lone surrogate
+    (an undecodable byte of a path on the command line) written as an escape instead of failing print()."""
+    text = text.translate(_CONTROLS)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class UserError(Exception):
@@ -57,6 +73,15 @@ class UserError(Exception):
     @classmethod
     def at(cls, path: str, line: int | None, rule: str, message: str) -> UserError:
         return cls(Finding(str(path), line, rule, message))
+
+
+class WriteRefused(Exception):
+    """The disk refused a write outside a run folder (full, read-only, not permitted), e.g. a model built
+    into the cache: printed as its one finding, exit status 3 (ENGINE); nothing half-written is kept."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(str(finding))
+        self.finding = finding
 
 
 #: child exit statuses that mean "stopped by a signal" (128 + SIGINT, 128 + SIGTERM): an interruption,

@@ -46,16 +46,22 @@ class Example:
         return rest.strip() if sep and head.strip().lower().startswith("rewrite") else text.strip()
 
 
+def _listed(cfg: Mapping[str, Any], key: str) -> list[Any]:
+    value = cfg.get(key)
+    return value if isinstance(value, list) else []  # a damaged run config names no rows
+
+
 def examples(cfg: Mapping[str, Any], limit: int | None = None) -> list[Example]:
     """Rows ending in an assistant turn from the config's validation files (else its training files)."""
-    entries = [e for e in cfg.get("test_datasets") or [] if isinstance(e, dict)] or \
-              [e for e in cfg.get("datasets") or [] if isinstance(e, dict)]
+    entries = [e for e in _listed(cfg, "test_datasets") if isinstance(e, dict)] or \
+              [e for e in _listed(cfg, "datasets") if isinstance(e, dict)]
     out: list[Example] = []
     for entry in entries:
         path = Path(str(entry.get("path", "")))
-        if not path.is_file():
+        if not safeio.present(path, "file"):
             continue
-        field = entry.get("field_messages") or "messages"
+        field = entry.get("field_messages") if isinstance(entry.get("field_messages"), str) else None
+        field = field or "messages"
         rows = safeio.lines(path, "data", max_bytes=safeio.data_bytes(), max_line=safeio.line_bytes(),
                             what=str(path))
         try:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import safeio
 from pipeline.core.errors import UserError
 
 NAME = ".lock"
@@ -142,7 +143,7 @@ def holder(folder: Path) -> dict[str, Any] | None:
 
 def _read(fd: int) -> dict[str, Any]:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        data = safeio.json_loads(os.pread(fd, 4096, 0) or b"{}")  # ValueError too for a document nested too deep
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

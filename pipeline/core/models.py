@@ -22,9 +22,11 @@ temporary folder renamed into place, so an interrupted build never leaves a half
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import safeio
 from pipeline.core.cache import cache_dir  # models/ is beneath it
+from pipeline.core.errors import Finding, WriteRefused
 from pipeline.core.staging import Staging
 
 SCHEME = "pipeline://"
@@ -177,7 +181,7 @@ def architecture_config(name: str) -> dict[str, Any]:
     if key == "tiny-llama":
         return {**TINY_CONFIG, "vocab_size": TINY_VOCAB}
     path = ARCHITECTURES / key / "config.json"
-    if not path.is_file():
+    if not safeio.present(path, "file"):  # a name too long for a path, or with a NUL, is no architecture either
         raise KeyError(f"unknown architecture {name!r}; known: tiny-llama, {', '.join(known_architectures())}")
     return dict(json.loads(path.read_text()))
 
@@ -211,14 +215,43 @@ def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED, wheelhous
 
 
 def _build_atomically(target: Path, builder: Any) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # the cache may be shared between machines or containers, whose pids mean nothing here: only this host's
-    # dead builds are stale
-    with Staging(target, f".{target.name}.{socket.gethostname()}.") as stage:
-        builder(stage.path)
-        if not stage.commit(replace=False) and not (target / "config.json").is_file():
-            raise FileExistsError(f"{target} is in the way of the model built for it and holds no config.json; "
-                                  f"remove it to build again")  # not a concurrent build that won the race
+    """Build into a folder staged beside `target` (core/staging) and swap it into place when complete. A disk
+    that refuses the writes (full, read-only) is WriteRefused (`cache-unwritable`, exit 3), and nothing
+    half-built is kept."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # the cache may be shared between machines or containers, whose pids mean nothing here: only this
+        # host's dead builds are stale
+        with Staging(target, f".{target.name}.{socket.gethostname()}.") as stage:
+            builder(stage.path)
+            if not stage.commit(replace=False) and not (target / "config.json").is_file():
+                raise FileExistsError(f"{target} is in the way of the model built for it and holds no "
+                                      f"config.json; remove it to build again")  # not a concurrent build
+    except Exception as exc:
+        if (why := refused_write(exc)) is None:
+            raise
+        raise _unwritable(target, why) from None
+
+
+#: what a disk says when it will not take a write
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def refused_write(exc: BaseException) -> str | None:
+    """Why the disk refused a write (`No space left on device`): an OSError, or safetensors' own error, which
+    carries the OS error only in its message (`... (os error 28)`); None for any other failure."""
+    if isinstance(exc, OSError):
+        return (exc.strerror or str(exc)) if exc.errno in WRITE_ERRNOS else None
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    if type(exc).__name__ == "SafetensorError" and found and int(found[1]) in WRITE_ERRNOS:
+        return os.strerror(int(found[1]))
+    return None
+
+
+def _unwritable(target: Path, why: str) -> WriteRefused:
+    return WriteRefused(Finding(str(target.parent), None, "cache-unwritable",
+                                f"cannot build {target.name} here ({why}); free space, or set PIPELINE_CACHE to "
+                                f"a writable disk with room (nothing half-built was kept)"))
 
 
 def build_tokenizer(out: Path) -> Any:

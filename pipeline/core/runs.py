@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.core import lock, provenance, safeio
+from pipeline.core import lock, provenance, safeio, summary
 from pipeline.core.errors import Finding, UserError
 
 # smoke, train and evaluate still call these as runs.<name>; they live in provenance
@@ -87,7 +87,8 @@ class CorruptManifest(UserError):
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """A manifest as a dict; {} when there is none; CorruptManifest when it is damaged."""
+    """A manifest as a dict ({} when there is none), without fields of another type than pipeline writes there
+    (`"summary": []` reads as no summary); CorruptManifest when it is not a JSON object at all."""
     if not path.exists() and not path.is_symlink():
         return {}
     try:
@@ -99,7 +100,27 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise CorruptManifest(Finding(str(path), None, "manifest-corrupt",
                                       f"the manifest is a JSON {type(data).__name__}, not an object; the run's "
                                       f"record is damaged: move the folder aside"))
-    return data
+    # a field of another type than pipeline writes there (hand-edited, damaged) reads as absent
+    return {k: v for k, v in data.items() if not (k in MANIFEST_FIELDS and _wrong_type(v, MANIFEST_FIELDS[k]))}
+
+
+def _wrong_type(value: Any, kind: type) -> bool:
+    if value is None:
+        return kind in (dict, list)
+    if kind is bool:
+        return not isinstance(value, bool)
+    return isinstance(value, bool) or not isinstance(value, kind)
+
+
+#: fields of a manifest that commands read back, and their type (str and int fields may also be null)
+MANIFEST_FIELDS: dict[str, type] = {
+    **dict.fromkeys(("run", "stage", "status", "started", "finished", "host", "last_checkpoint", "adapter",
+                     "problem"), str),
+    **dict.fromkeys(("config", "data", "summary", "overrides", "bounds", "merge", "evaluate", "git",
+                     "versions", "hardware"), dict),
+    **dict.fromkeys(("attempts", "resumes"), list),
+    **dict.fromkeys(("pid", "exit_code", "world_size"), int), "offline": bool,
+}
 
 
 @dataclass
@@ -154,18 +175,26 @@ class Run:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a last line cut short by a crash is skipped, not fatal."""
+    """The metrics recorder's records in a JSONL file; a line that is not one (a last line cut short by a
+    crash, a damaged or edited one: see summary.well_formed) is skipped, not fatal."""
     out = []
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
+                if (record := parse_record(line)) is not None:
+                    out.append(record)
     except FileNotFoundError:
         pass
     return out
+
+
+def parse_record(line: str) -> dict[str, Any] | None:
+    """One line of metrics.jsonl as a record, or None where it is not one."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if summary.well_formed(record) else None
 
 
 def create(root: Path, config_name: str, stage: str) -> Run:
@@ -262,7 +291,7 @@ def run_config(run: Run) -> dict[str, Any]:
     """The run's own config.yaml, which merge and evaluate load the base model from; damaged: one line."""
     path = run.path / "config.yaml"
     try:
-        cfg = yaml.safe_load(safeio.read_text(path, "run-config", safeio.MAX_CONFIG_BYTES, what="the run's config"))
+        cfg = safeio.load_yaml(safeio.read_text(path, "run-config", safeio.MAX_CONFIG_BYTES, what="the run's config"))[1]
     except safeio.BadFile as exc:
         raise exc.user_error(path) from None
     except yaml.YAMLError:
@@ -276,7 +305,7 @@ def run_config(run: Run) -> dict[str, Any]:
 def prepared_data(run: Run) -> Path | None:
     """The prepared-data folder the run's config.yaml names (keyed by its data's content), if any."""
     try:
-        cfg = yaml.safe_load(safeio.read_text(run.path / "config.yaml", "run-config", safeio.MAX_CONFIG_BYTES))
+        cfg = safeio.load_yaml(safeio.read_text(run.path / "config.yaml", "run-config", safeio.MAX_CONFIG_BYTES))[1]
         return Path(cfg["dataset_prepared_path"])
     except (safeio.BadFile, OSError, yaml.YAMLError, KeyError, TypeError):
         return None

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,16 @@ def _is_not(path: Path, mode: int) -> str:
     except OSError:
         pass
     return f"is {_kind(mode)}"
+
+
+def present(path: str | os.PathLike[str], kind: str = "any") -> bool:
+    """Whether a path a user wrote names something (`kind` "any", "file" or "dir"). A name too long for the
+    file system, one with a NUL byte or behind a folder that cannot be searched is absent (Path.exists raises)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return kind == "any" or (stat.S_ISREG(mode) if kind == "file" else stat.S_ISDIR(mode))
 
 
 def check_regular(path: str | os.PathLike[str], rule: str, max_bytes: int, what: str = "file") -> os.stat_result:
@@ -239,9 +250,46 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (write a number, or null)")
 
 
+#: a JSON escape of a UTF-16 surrogate: a pair is one character, a lone one is none
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def json_loads(text: str | bytes) -> Any:
-    """json.loads that refuses NaN and Infinity, which Python's json accepts and no other reader does."""
-    return json.loads(text, parse_constant=_no_constant)
+    """json.loads for what a file holds, refusing with a ValueError (as for any JSON that is not valid):
+
+    - NaN and Infinity, which Python's json accepts and no other reader does;
+    - a document nested deeper than Python can read (its json recurses once per level);
+    - a lone surrogate escape (`"\\ud800"`): no UTF-8 text can hold it, so a tokenizer, a file or a
+      terminal handed the string fails (RFC 8259 section 8.2 calls such strings not interoperable).
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested deeper than Python can read; flatten it") from None
+    found = (_SURROGATE_ESCAPE.search(text) if isinstance(text, str) else _SURROGATE_ESCAPE_BYTES.search(text))
+    if found and (lone := lone_surrogate(value)) is not None:
+        raise ValueError(f"a lone surrogate escape (\\u{ord(lone):04x}) that is no character; remove it, or write "
+                         f"the pair it belongs to")
+    return value
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first unpaired surrogate in any string (key or value) of a loaded document, else None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return item[exc.start]
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+    return None
 
 
 def read_json(path: str | os.PathLike[str], what: str = "file", max_bytes: int = MAX_RECORD_BYTES) -> Any:
@@ -257,14 +305,24 @@ def read_json(path: str | os.PathLike[str], what: str = "file", max_bytes: int =
 def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES) -> tuple[yaml.Node | None, Any]:
     """(node tree, data) of one YAML document, refusing alias bombs and recursive aliases before any walk.
 
-    yaml errors (syntax, `!!python/object` and other unsafe tags) propagate as yaml.YAMLError.
+    yaml errors (syntax, `!!python/object` and other unsafe tags) propagate as yaml.YAMLError, and so do
+    values PyYAML's constructors cannot build (`2024-13-01`, a 5,000-digit integer, `"\\U00110000"`), as a
+    MarkedYAMLError at their line.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: PyYAML's message spans two lines
+        line = text.count("\n", 0, exc.position)
+        raise yaml.MarkedYAMLError(problem=f"character #x{exc.character:x} is not allowed in YAML ({exc.reason})",
+                                   problem_mark=yaml.Mark("<text>", exc.position, line, 0, "", 0)) from None
     try:
         try:
             node = loader.get_single_node()
         except RecursionError:
             raise BadFile("yaml-too-deep", "the YAML nests deeper than Python can read; flatten it") from None
+        except ValueError as exc:  # the scanner: an escape past Unicode ("\U00110000")
+            raise yaml.MarkedYAMLError(problem=f"an escape that is no character ({exc})",
+                                       problem_mark=loader.get_mark()) from None
         if node is None:
             return None, None
         expanded = _expanded_size(node, max_nodes)
@@ -272,9 +330,38 @@ def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES) -> tuple[yaml.Node | N
             raise BadFile("yaml-aliases", f"the YAML expands to more than {max_nodes:,} values through its aliases "
                                           f"(*name), a pattern of 'billion laughs' attacks; write the values out, "
                                           f"or reuse fewer", node.start_mark.line + 1)
-        return node, loader.construct_document(node)
+        try:
+            data = loader.construct_document(node)
+        except (ValueError, OverflowError) as exc:  # a date past the calendar, a 5,000-digit integer, !!float x
+            raise _unreadable(node, f"cannot be read ({str(exc)[:120]})") from None
+        if _MAY_HOLD_SURROGATES.search(text) and lone_surrogate(data) is not None:
+            raise _unreadable(node, "holds a surrogate escape, which is no character on its own (YAML does not pair "
+                                    "\\u escapes); write the character itself")
+        return node, data
     finally:
         loader.dispose()
+
+
+#: YAML escapes (\\u, \\U) and raw surrogates (a command line's undecodable bytes) that may make a lone one
+_MAY_HOLD_SURROGATES = re.compile("\\\\[uU]|[\ud800-\udfff]")
+
+
+def _unreadable(root: yaml.Node, why: str) -> yaml.MarkedYAMLError:
+    """The error for the first scalar PyYAML cannot build, or builds into a lone surrogate, at its line."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                if lone_surrogate(yaml.constructor.SafeConstructor().construct_object(node)) is None:
+                    continue
+            except (ValueError, OverflowError):
+                pass
+            except yaml.YAMLError:
+                continue
+            return yaml.MarkedYAMLError(problem=f"the value {str(node.value)[:40]!r} {why}", problem_mark=node.start_mark)
+        stack.extend(reversed([n for item in node.value for n in (item if isinstance(item, tuple) else (item,))]))
+    return yaml.MarkedYAMLError(problem=f"a value {why}", problem_mark=root.start_mark)
 
 
 def _expanded_size(root: yaml.Node, cap: int) -> int:
@@ -347,8 +434,14 @@ def safetensors_problem(path: str | os.PathLike[str]) -> str | None:
         return f"{p.name} has no readable safetensors header ({type(exc).__name__})"
     if not isinstance(header, dict):
         return f"{p.name} has no readable safetensors header"
-    ends = [int(v["data_offsets"][1]) for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)]
+    ends: list[int] = []
+    for k, v in header.items():
+        offsets = v.get("data_offsets") if isinstance(v, dict) else None
+        if k == "__metadata__":
+            continue
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)):
+            return f"{p.name} has a tensor {str(k)[:40]!r} without its [start, end] byte offsets: not safetensors"
+        ends.append(offsets[1])
     need = 8 + n + max(ends, default=0)
     if st.st_size < need:
         return f"{p.name} is {st.st_size} bytes but its header needs {need}: the file was cut short"

@@ -5,6 +5,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+#: the metrics recorder's fields (pipeline.in_axolotl.recorder) and their types (each may be null)
+INTEGERS = ("step", "rank", "world_size", "max_steps", "first_step", "trainable_params", "total_params")
+NUMBERS = ("loss", "eval_loss", "epoch", "learning_rate", "grad_norm", "tokens_total", "tokens_trainable",
+           "step_time_s", "elapsed_s", "peak_vram_allocated_gib", "peak_vram_reserved_gib", "peak_rss_gib", "t_s",
+           "train_runtime")
+#: what each kind of record must hold to be read
+REQUIRED = {"train": ("step",), "eval": ("step",), "phase": ("name", "t_s")}
+
+
+def well_formed(record: Any) -> bool:
+    """Whether a parsed line of metrics.jsonl is a record as the recorder writes it (a damaged or hand-edited
+    line is not, and is skipped like a last line cut short by a crash)."""
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        return False
+    if any(record.get(k) is None for k in REQUIRED.get(record["kind"], ())):
+        return False
+    for key in INTEGERS:
+        if record.get(key) is not None and type(record[key]) is not int:
+            return False
+    for key in NUMBERS:
+        if record.get(key) is not None and (isinstance(record[key], bool) or not isinstance(record[key], (int, float))):
+            return False
+    return record.get("name") is None or isinstance(record["name"], str)
+
 
 def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> dict[str, Any]:
     """Losses, parameters, whole-run memory peaks and steady-state throughput of one run.
@@ -22,9 +46,9 @@ def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> di
     peaks_from = ends or train[-1:]
     out: dict[str, Any] = {
         "steps": train[-1]["step"] if train else 0,
-        "losses": [r["loss"] for r in train],
-        "first_loss": train[0]["loss"] if train else None,
-        "final_loss": train[-1]["loss"] if train else None,
+        "losses": [r.get("loss") for r in train],
+        "first_loss": train[0].get("loss") if train else None,
+        "final_loss": train[-1].get("loss") if train else None,
         "eval_loss": evals[-1]["eval_loss"] if evals else None,
         "first_eval_loss": evals[0]["eval_loss"] if evals else None,
         "trainable_params": start.get("trainable_params"),

@@ -1,0 +1,219 @@
+"""Fuzzing what pipeline reads back from a run folder: the manifest, metrics.jsonl, a checkpoint's
+trainer_state.json, the adapter folder (adapter_config.json and the safetensors header), the lock file and
+the run's own config.yaml.
+
+Pipeline wrote these itself, but a disk that filled, a copy cut short or a hand edit leaves anything in
+them, and every command that lists or picks runs reads them: `pipeline runs`, `merge`, `evaluate` and
+`train --resume`, with and without a RUN. Each is run in this process on a finished training run with one
+of its files replaced; the work after the reading (axolotl, loading models) is replaced by a stand-in that
+stops the command, so an example takes milliseconds. The property: exit 0, 1 or 2 with one line per
+problem, or the command got as far as that work.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fuzzkit
+import pytest
+from fuzzkit import dump_json, examples, json_documents, json_values, scalars, text
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core import safeio
+
+RUN = fuzzkit.RUN
+WEIGHTS = fuzzkit.WEIGHTS
+METRICS = fuzzkit.METRICS
+manifest, safetensors = fuzzkit.manifest, fuzzkit.safetensors
+
+
+class Reached(Exception):
+    """The command read everything and got as far as the work that follows (axolotl, a model load)."""
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.core import models
+
+    root = tmp_path_factory.mktemp("project")
+    fuzzkit.trained_run(root, models.resolve("pipeline://tiny-llama"))
+    return root
+
+
+@pytest.fixture
+def stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work after the reading, replaced: axolotl (merge), the model loads (evaluate), an attempt (train)."""
+    from pipeline import evaluate, train
+    from pipeline.core import engine
+
+    def reached(*args: Any, **kwargs: Any) -> Any:
+        raise Reached()
+
+    monkeypatch.setattr(engine, "run", reached)
+    monkeypatch.setattr(evaluate, "measure_all", reached)
+    monkeypatch.setattr(train, "attempt", reached)
+
+
+# --- what replaces a file -----------------------------------------------------------------------------------
+
+def shaped(base: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """`base` with some fields replaced by strange values, removed or added."""
+    def change(edits: list[tuple[str, int, Any]]) -> dict[str, Any]:
+        out = dict(base)
+        for key, how, value in edits:
+            if how == 0:
+                out.pop(key, None)
+            else:
+                out[key] = value
+        return out
+
+    keys = st.one_of(st.sampled_from(sorted(base)), text())
+    return st.lists(st.tuples(keys, st.integers(0, 3), st.one_of(scalars(), json_values(max_leaves=4))),
+                    min_size=1, max_size=3).map(change)
+
+
+def contents(base: Any) -> st.SearchStrategy[bytes]:
+    """A file pipeline wrote: its JSON with strange fields, any JSON, or bytes that are not JSON at all."""
+    shaped_text = (shaped(base) if isinstance(base, dict) else st.just(base)).map(
+        lambda v: fuzzkit.encode(dump_json(v, False)))
+    return st.one_of(shaped_text, shaped_text, json_documents().map(fuzzkit.encode),
+                     st.binary(max_size=64), st.sampled_from([b"", b"{", b'{"run": "x", "stage": "tr', b"\xff\xfe",
+                                                              b"[" * 5000, b"NaN", b'{"a": Infinity}']))
+
+
+@functools.cache
+def record_lines() -> st.SearchStrategy[bytes]:
+    """metrics.jsonl: the recorder's records with strange fields, any lines, a last line cut short."""
+    line = st.one_of(*[shaped(r).map(lambda v: dump_json(v)) for r in METRICS[:5]], json_documents(), text())
+    return st.lists(line, max_size=6).map(lambda lines: fuzzkit.encode("\n".join(lines) + "\n"))
+
+
+@functools.cache
+def headers() -> st.SearchStrategy[bytes]:
+    """adapter_model.safetensors: a header of strange tensors, a length that lies, a file cut short."""
+    tensor = st.fixed_dictionaries({}, optional={"dtype": st.one_of(st.just("F32"), scalars()),
+                                                 "shape": st.one_of(st.just([1]), json_values(max_leaves=3)),
+                                                 "data_offsets": st.one_of(st.just([0, 4]), st.lists(scalars(), max_size=3),
+                                                                           json_values(max_leaves=3))})
+    header = st.one_of(st.dictionaries(st.one_of(st.just("w"), st.just("__metadata__"), text()),
+                                       st.one_of(tensor, json_values(max_leaves=3)), max_size=3), json_values())
+    return st.one_of(
+        st.builds(lambda h, data: safetensors(h, data), header, st.binary(max_size=16)),
+        st.builds(lambda n, data: safetensors(WEIGHTS, data, n), st.integers(0, 2**64 - 1), st.binary(max_size=16)),
+        st.builds(lambda h: safetensors(fuzzkit.encode(h)), json_documents()),
+        st.binary(max_size=24))
+
+
+@functools.cache
+def replacements() -> st.SearchStrategy[tuple[str, bytes]]:
+    """(file of the run, its new bytes)."""
+    return st.one_of(
+        st.tuples(st.just("manifest.json"), contents(manifest(Path("/p")))),
+        st.tuples(st.just("metrics.jsonl"), record_lines()),
+        st.tuples(st.just("output/checkpoint-2/trainer_state.json"), contents({"global_step": 2, "epoch": 1.0})),
+        st.tuples(st.just("output/adapter_config.json"), contents({"peft_type": "LORA", "r": 8})),
+        st.tuples(st.just("output/adapter_model.safetensors"), headers()),
+        st.tuples(st.just("output/checkpoint-2/adapter_model.safetensors"), headers()),
+        st.tuples(st.just(".lock"), st.one_of(contents({"pid": 1, "host": "h", "command": "c"}),
+                                              st.just(b"[" * 3000))),
+        st.tuples(st.sampled_from(["config.yaml", "source.yaml"]), st.one_of(
+            st.binary(max_size=40), st.sampled_from([b"a: 2024-13-01\n", b"base_model: [1]\n", b"- 1\n", b"\x01",
+                                                     b"a: &a [*a]\n", b"base_model: x\ntest_datasets: 5\n"]))),
+    )
+
+
+COMMANDS = [["runs", "--format", "table"], ["runs", "--format", "json"], ["merge", RUN], ["merge", "--auto"],
+            ["evaluate", RUN], ["evaluate"], ["train", "--resume", RUN], ["train", "--resume"]]
+
+
+def read_back(template: Path, name: str, body: bytes, command: list[str], monkeypatch: pytest.MonkeyPatch) -> bool:
+    """`command` on a copy of the template with `name` replaced by `body`; True when it reached the work."""
+    with tempfile.TemporaryDirectory(prefix="fuzz-run-") as tmp:
+        root = Path(tmp) / "project"
+        shutil.copytree(template, root, symlinks=True)
+        run = root / "runs" / RUN
+        for file in ("manifest.json", "source.yaml", "config.yaml"):  # the project moved: so did its paths
+            (run / file).write_text((run / file).read_text().replace(str(template), str(root)))
+        (run / name).write_bytes(body.replace(str(template).encode(), str(root).encode()))
+        before = fuzzkit.fingerprint(root / "configs", root / "data")
+        monkeypatch.chdir(root)
+        try:
+            fuzzkit.cli([*command, "--runs-dir", str(root / "runs")])
+            reached = False
+        except Reached:
+            reached = True
+        assert fuzzkit.fingerprint(root / "configs", root / "data") == before
+        return reached
+
+
+@examples(500)
+@given(replaced=replacements(), command=st.sampled_from(COMMANDS))
+def test_damaged_run_files_are_one_line(replaced, command, template, stand_ins, monkeypatch):
+    read_back(template, *replaced, command, monkeypatch)
+
+
+@pytest.mark.parametrize("command", COMMANDS[2:], ids=" ".join)
+def test_an_untouched_run_reaches_the_work(command, template, stand_ins, monkeypatch):
+    """The control: with nothing damaged, every command gets past its reading (so the property can fail)."""
+    body = (template / "runs" / RUN / "manifest.json").read_bytes()
+    if command[0] == "train":  # only an unfinished run can be resumed
+        body = body.replace(b'"status": "succeeded"', b'"status": "failed"', 1)
+    assert read_back(template, "manifest.json", body, command, monkeypatch)
+
+
+@examples(300)
+@given(body=headers())
+def test_any_safetensors_file_is_whole_or_says_why(body):
+    """The adapter's and a checkpoint's weights, read directly (the commands above reach this reader only
+    through an intact manifest, one example in dozens)."""
+    with tempfile.TemporaryDirectory(prefix="fuzz-weights-") as tmp:
+        path = Path(tmp) / "adapter_model.safetensors"
+        path.write_bytes(body)
+        problem = fuzzkit.judge_reader(lambda: safeio.safetensors_problem(path))
+        assert problem is None or isinstance(problem, str) and "\n" not in problem
+
+
+@examples(300)
+@given(body=record_lines(), step=st.integers(0, 3))
+def test_any_metrics_file_is_summarised_or_skipped(body, step):
+    """metrics.jsonl, read directly by everything that reads it: the summary, the end-of-run judgement,
+    train's progress lines, `pipeline runs` for a run killed before it recorded, and the rewind of --resume."""
+    import io
+
+    from pipeline import runs_cmd, train
+    from pipeline.core import runs, summary
+
+    with tempfile.TemporaryDirectory(prefix="fuzz-metrics-") as tmp:
+        run = runs.Run(Path(tmp))
+        run.metrics_path.write_bytes(body)
+        runs.write_json(run.manifest_path, {"run": "r", "stage": "train", "status": "running"})
+
+        def read() -> None:
+            records = runs.read_jsonl(run.metrics_path)
+            summary.summarize(records)
+            train.finished_at(records)
+            train.summarize(run)
+            progress = train.Progress(run.metrics_path, io.StringIO())
+            progress.offset = 0
+            progress.poll()
+            runs_cmd.table([runs_cmd.describe(run)])
+            train.rewind_metrics(run, step)
+
+        fuzzkit.judge_reader(read)
+
+
+@pytest.mark.parametrize("header", [
+    {"w": {"dtype": "F32", "shape": [1], "data_offsets": []}},  # found by this fuzzer: IndexError
+    {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, "x"]}},  # ValueError from int()
+    {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, [4]]}},  # TypeError from int()
+])
+def test_found_safetensors_headers_are_one_line(header, tmp_path):
+    path = tmp_path / "adapter_model.safetensors"
+    path.write_bytes(safetensors(header))
+    assert isinstance(safeio.safetensors_problem(path), str)
+
