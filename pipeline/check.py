@@ -21,7 +21,7 @@ from typing import Any
 from pipeline import checks
 from pipeline.checks import cards
 from pipeline.checks.context import Report
-from pipeline.core.errors import ExitCode, Finding, UserError
+from pipeline.core.errors import ExitCode, Finding, UserError, printable
 from pipeline.core.table import pipe_table
 
 
@@ -36,8 +36,8 @@ def main(paths: list[str], *, output: str = "table", strict: bool = False, gpu_m
         print(json.dumps({"configs": [_as_json(r) for r in reports],
                           "summary": {"configs": len(reports), "errors": errors, "warnings": warnings},
                           "exit_code": int(code)}, indent=2, default=str))
-    else:
-        print(render(reports))
+    else:  # paths come from the command line and the file system: any byte, any control character
+        print("\n".join(printable(line) for line in render(reports).split("\n")))
     return int(code)
 
 

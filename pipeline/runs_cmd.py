@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import lock, runs, summary
+from pipeline.core.errors import printable
 from pipeline.core.proc import pid_alive
 from pipeline.core.table import pipe_table
 
@@ -36,7 +37,7 @@ def main(*, runs_dir: Path, output: str = "table") -> int:
     if not rows:
         print(f"no runs in {runs_dir} (start one with `pipeline smoke` or `pipeline train`)")
         return 0
-    print(table(rows))
+    print("\n".join(printable(line) for line in table(rows).split("\n")))  # folder names may hold any byte
     return 0
 
 

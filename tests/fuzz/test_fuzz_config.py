@@ -208,3 +208,19 @@ SET_ITEMS = st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(SET_KEYS
 @given(cfg=mutated_configs(), items=st.one_of(SET_ITEMS, SET_ITEMS, set_items()), output=st.sampled_from(["table", "json"]))
 def test_strange_settings_through_check_are_findings(cfg, items, output, project, monkeypatch):
     check_one(project, cfg, items, output, monkeypatch)
+
+
+@pytest.mark.parametrize("setting", [
+    {"lora_dropout": " "},  # found by this fuzzer: ValueError in the memory estimate of a rejected config
+    {"lora_r": " "},  # ValueError counting trainable parameters
+    {"base_model": "/dev/zero"},  # HFValidationError looking the tokenizer up
+])
+def test_found_settings_are_findings(setting, project, monkeypatch):
+    check_one(project, {**_tiny(), **setting}, [], "table", monkeypatch)
+
+
+def test_a_config_path_that_is_not_utf8_prints_as_one_line(tmp_path, monkeypatch):
+    """A file name's undecodable byte reaches Python as a lone surrogate; print() to a UTF-8 stdout failed."""
+    monkeypatch.chdir(tmp_path)
+    _, out, _ = fuzzkit.cli(["check", "conf\udcff.yaml"])
+    assert "conf\\udcff.yaml: config-missing" in out

@@ -199,7 +199,7 @@ def read(cfg: dict[str, Any], written: dict[str, bytes], tokenizer: Any, monkeyp
             for ds in sets:
                 ds.stats()
         for f in found:
-            fuzzkit.one_line(f)
+            print(fuzzkit.one_line(f))
         assert fuzzkit.fingerprint(folder) == before
 
 
@@ -209,18 +209,34 @@ def test_rows_of_every_format_are_findings_never_a_traceback(project, measured, 
     read(*project, tiny_tokenizer if measured else None, monkeypatch)
 
 
+CHAT = {"type": "chat_template", "field_messages": "messages"}
+ROW = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}'
+
+
 @pytest.mark.parametrize("measured", [True, False])
-@pytest.mark.parametrize("row", [
+@pytest.mark.parametrize("row, entry, rule", [
     # found by this fuzzer: a lone surrogate (valid JSON: "\ud800") reached the tokenizer (TypeError)
-    '{"messages": [{"role": "user", "content": "hi \\ud800"}, {"role": "assistant", "content": "x"}]}',
-    '{"text": "\\udfff"}',
-    # found by this fuzzer: nesting past Python's recursion limit (RecursionError from json)
-    "[" * 100_000 + "]" * 100_000,
+    ('{"messages": [{"role": "user", "content": "hi \\ud800"}, {"role": "assistant", "content": "x"}]}', CHAT,
+     "data-json"),
+    ('{"text": "\\udfff"}', {"type": "completion"}, "data-json"),
+    # nesting past Python's recursion limit (RecursionError from json)
+    ("[" * 100_000 + "]" * 100_000, CHAT, "data-json"),
+    # an empty conversation: apply_chat_template raised ValueError
+    ('{"messages": []}', CHAT, "data-row"),
+    # a template that raises on a row: the TemplateError reached the command line
+    (ROW, CHAT | {"chat_template": "jinja", "chat_template_jinja": "{{ raise_exception('no system turn') }}"},
+     "data-row"),
+    # entry settings of another type: AttributeError, TypeError
+    (ROW, CHAT | {"message_property_mappings": True}, None),
+    (ROW, CHAT | {"roles": {"user": "human", "assistant": 3}, "roles_to_train": 5, "field_messages": ["m"]}, None),
+    # a user's line break inside a finding: two lines
+    (ROW, CHAT | {"ds_type": "\n"}, "data-type-unchecked"),
 ])
-def test_found_rows_stay_findings(row, measured, tiny_tokenizer, monkeypatch):
-    entry = {"type": "completion"} if '"text"' in row else {"type": "chat_template", "field_messages": "messages"}
+def test_found_rows_stay_findings(row, entry, rule, measured, tiny_tokenizer, monkeypatch, capsys):
     cfg = {"base_model": "pipeline://tiny-llama", "chat_template": "llama3", "sequence_len": 64,
            "datasets": [{**entry, "path": "rows.jsonl"}], "test_datasets": []}
     read(cfg, {"rows.jsonl": row.encode() + b"\n"}, tiny_tokenizer if measured else None, monkeypatch)
+    if rule is not None:
+        assert rule in capsys.readouterr().out
 
 

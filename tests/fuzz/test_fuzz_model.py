@@ -106,6 +106,17 @@ def write_config(where: Path, base_model: Any, rows: Path, template: str = "toke
     return path
 
 
+# found by this fuzzer: UnicodeDecodeError, JSONDecodeError, TypeError from the architecture and model checks
+@pytest.mark.parametrize("body", [b"\x80", b"{", b"0", b"[]"])
+def test_a_config_json_that_is_no_json_object_is_one_line(body, project, monkeypatch, tmp_path):
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder(), folder)
+    (folder / "config.json").write_bytes(body)
+    code, out, _ = fuzzkit.cli(["check", str(write_config(tmp_path, str(folder), project / "rows.jsonl"))])
+    assert code == 2 and "model-unavailable" in out and "is not a JSON object" in out
+
+
 def test_a_tokenizer_that_fails_on_use_is_a_warning(project, monkeypatch, tmp_path):
     """Found by this fuzzer: a tokenizer_config.json with `model_max_length: ""` loads, then raises TypeError
     on the first rows it is given."""
@@ -140,7 +151,8 @@ def test_a_strange_model_folder_is_findings(replaced, output, template, project,
                                               "pipeline://random/llama-3.1-8b", "pipeline://random/" + "x" * 300,
                                               "/" + "a" * 300, "/dev/null", "/proc/self", "a\x00b"])),
        output=st.sampled_from(["table", "json"]))
-@example(ref="~nosuchuser/model", output="table")
+@example(ref="~nosuchuser/model", output="table")  # Path.expanduser raised RuntimeError
+@example(ref="/dev/zero", output="table")  # no hub id, so the tokenizer's cache lookup raised HFValidationError
 @example(ref="/" + "a" * 300, output="table")  # a path longer than the file system allows (ENAMETOOLONG)
 def test_a_strange_base_model_is_findings(ref, output, project, monkeypatch):
     _, out, _ = fuzzkit.cli(["check", str(write_config(project, ref, project / "rows.jsonl")), "--format", output])

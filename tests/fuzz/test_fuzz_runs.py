@@ -13,6 +13,7 @@ problem, or the command got as far as that work.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -178,11 +179,9 @@ def test_any_safetensors_file_is_whole_or_says_why(body):
         assert problem is None or isinstance(problem, str) and "\n" not in problem
 
 
-@examples(300)
-@given(body=record_lines(), step=st.integers(0, 3))
-def test_any_metrics_file_is_summarised_or_skipped(body, step):
-    """metrics.jsonl, read directly by everything that reads it: the summary, the end-of-run judgement,
-    train's progress lines, `pipeline runs` for a run killed before it recorded, and the rewind of --resume."""
+def read_metrics(body: bytes, step: int) -> None:
+    """metrics.jsonl, read by everything that reads it: the summary, the end-of-run judgement, train's
+    progress lines, `pipeline runs` for a run killed before it recorded, and the rewind of --resume."""
     import io
 
     from pipeline import runs_cmd, train
@@ -207,6 +206,45 @@ def test_any_metrics_file_is_summarised_or_skipped(body, step):
         fuzzkit.judge_reader(read)
 
 
+@examples(300)
+@given(body=record_lines(), step=st.integers(0, 3))
+def test_any_metrics_file_is_summarised_or_skipped(body, step):
+    read_metrics(body, step)
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 50 + b"]" * 50 + b"\n",  # found by this fuzzer: a list where a record goes (AttributeError)
+    b"[" * 5000 + b"\n",  # nested past the recursion limit
+    b'{"kind": "train", "epoch": 1.0}\n',  # a train record without its step (KeyError)
+    b"\xed\xa0\x80\n",  # not UTF-8: UnicodeDecodeError, in train's progress thread too
+    b'{"kind": "train", "step": 2, "epoch": 1e999, "loss": 1.0}\n',  # an epoch past any float (OverflowError)
+])
+def test_found_metrics_lines_are_skipped(body):
+    read_metrics(body, 1)
+
+
+@pytest.mark.parametrize("name, body, command", [
+    # found by this fuzzer: the lock file nested past the recursion limit (RecursionError)
+    (".lock", b"[" * 3000, ["merge", RUN]),
+    # the run's config.yaml with a date PyYAML cannot build (ValueError)
+    ("config.yaml", b"0000-00-00", ["merge", RUN]),
+    # a run config naming no list of validation rows (TypeError)
+    ("config.yaml", b"base_model: ;\ntest_datasets: 1", ["evaluate", RUN]),
+])
+def test_found_run_files_are_one_line(name, body, command, template, stand_ins, monkeypatch):
+    read_back(template, name, body, command, monkeypatch)
+
+
+@pytest.mark.parametrize("field, command", [
+    ({"config": None}, ["evaluate", RUN]),  # found by this fuzzer: AttributeError on None.get
+    ({"summary": [], "overrides": "x", "data": [1]}, ["evaluate", RUN]),
+    ({"status": "failed", "data": "x", "world_size": "x", "summary": []}, ["train", "--resume", RUN]),
+])
+def test_a_manifest_field_of_another_type_reads_as_absent(field, command, template, stand_ins, monkeypatch):
+    body = json.dumps(manifest(template) | field).encode()
+    assert read_back(template, "manifest.json", body, command, monkeypatch)  # it got past the reading
+
+
 @pytest.mark.parametrize("header", [
     {"w": {"dtype": "F32", "shape": [1], "data_offsets": []}},  # found by this fuzzer: IndexError
     {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, "x"]}},  # ValueError from int()
@@ -217,3 +255,11 @@ def test_found_safetensors_headers_are_one_line(header, tmp_path):
     path.write_bytes(safetensors(header))
     assert isinstance(safeio.safetensors_problem(path), str)
 
+
+
+def test_a_run_folder_named_with_a_byte_that_is_not_utf8_is_listed(template, tmp_path, monkeypatch):
+    """A folder name's undecodable byte reaches Python as a lone surrogate; print() to a UTF-8 stdout failed."""
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(template / "runs" / RUN, runs_dir / f"{RUN}\udcff")
+    _, out, _ = fuzzkit.cli(["runs", "--runs-dir", str(runs_dir)])
+    assert f"{RUN}\\udcff" in out
