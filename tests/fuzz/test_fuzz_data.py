@@ -203,7 +203,7 @@ def read(cfg: dict[str, Any], written: dict[str, bytes], tokenizer: Any, monkeyp
         assert fuzzkit.fingerprint(folder) == before
 
 
-@examples(700)
+@examples(500)
 @given(project=projects(), measured=st.booleans())
 def test_rows_of_every_format_are_findings_never_a_traceback(project, measured, tiny_tokenizer, monkeypatch):
     read(*project, tiny_tokenizer if measured else None, monkeypatch)

@@ -152,7 +152,7 @@ def read_back(template: Path, name: str, body: bytes, command: list[str], monkey
         return reached
 
 
-@examples(500)
+@examples(300)
 @given(replaced=replacements(), command=st.sampled_from(COMMANDS))
 def test_damaged_run_files_are_one_line(replaced, command, template, stand_ins, monkeypatch):
     read_back(template, *replaced, command, monkeypatch)
