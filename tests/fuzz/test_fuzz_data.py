@@ -196,6 +196,7 @@ def read(cfg: dict[str, Any], written: dict[str, bytes], tokenizer: Any, monkeyp
         loaded = LoadedConfig(path=folder / "config.yaml", data=cfg)
         with fuzzkit.bounded():
             sets, found = data.check(loaded, cfg)
+            found += lengths.check(loaded, cfg, sets)  # as the check runs it, on the sets read
             for ds in sets:
                 ds.stats()
         for f in found:
