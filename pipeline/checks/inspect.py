@@ -47,7 +47,10 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
     if arch is not None:
         try:
             ctx.shape = shapes.shape(arch)
+            if ctx.shape.total_params <= 0:  # `hidden_size: 0` builds a model of nothing to estimate
+                raise ValueError("the model it describes has no parameters")
         except Exception as exc:  # noqa: BLE001 - a model type transformers cannot build (its own code, a typo)
+            ctx.shape = None
             found.append(Finding(where, loaded.line("base_model"), "architecture-unknown",
                                  f"transformers cannot build the model from its config.json ({type(exc).__name__}: "
                                  f"{str(exc)[:200]}): parameter counts, the memory estimate and the context-length "

@@ -257,7 +257,6 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 def json_loads(text: str | bytes) -> Any:
     """json.loads for what a file holds, refusing with a ValueError (as for any JSON that is not valid):
-
     - NaN and Infinity, which Python's json accepts and no other reader does;
     - a document nested deeper than Python can read (its json recurses once per level);
     - a lone surrogate escape (`"\\ud800"`): no UTF-8 text can hold it, so a tokenizer, a file or a
@@ -267,7 +266,7 @@ def json_loads(text: str | bytes) -> Any:
         value = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested deeper than Python can read; flatten it") from None
-    found = (_SURROGATE_ESCAPE.search(text) if isinstance(text, str) else _SURROGATE_ESCAPE_BYTES.search(text))
+    found = _SURROGATE_ESCAPE.search(text) if isinstance(text, str) else _SURROGATE_ESCAPE_BYTES.search(text)
     if found and (lone := lone_surrogate(value)) is not None:
         raise ValueError(f"a lone surrogate escape (\\u{ord(lone):04x}) that is no character; remove it, or write "
                          f"the pair it belongs to")
@@ -332,7 +331,7 @@ def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES) -> tuple[yaml.Node | N
                                           f"or reuse fewer", node.start_mark.line + 1)
         try:
             data = loader.construct_document(node)
-        except (ValueError, OverflowError) as exc:  # a date past the calendar, a 5,000-digit integer, !!float x
+        except UNBUILDABLE as exc:  # a date past the calendar, a 5,000-digit integer, `!!timestamp x`
             raise _unreadable(node, f"cannot be read ({str(exc)[:120]})") from None
         if _MAY_HOLD_SURROGATES.search(text) and lone_surrogate(data) is not None:
             raise _unreadable(node, "holds a surrogate escape, which is no character on its own (YAML does not pair "
@@ -342,6 +341,8 @@ def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES) -> tuple[yaml.Node | N
         loader.dispose()
 
 
+#: what PyYAML's own constructors raise on a scalar they cannot build (besides its YAMLError)
+UNBUILDABLE = (ValueError, OverflowError, AttributeError, TypeError, IndexError)
 #: YAML escapes (\\u, \\U) and raw surrogates (a command line's undecodable bytes) that may make a lone one
 _MAY_HOLD_SURROGATES = re.compile("\\\\[uU]|[\ud800-\udfff]")
 
@@ -355,7 +356,7 @@ def _unreadable(root: yaml.Node, why: str) -> yaml.MarkedYAMLError:
             try:
                 if lone_surrogate(yaml.constructor.SafeConstructor().construct_object(node)) is None:
                     continue
-            except (ValueError, OverflowError):
+            except UNBUILDABLE:
                 pass
             except yaml.YAMLError:
                 continue

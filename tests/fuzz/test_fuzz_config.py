@@ -77,6 +77,7 @@ def load_one(raw: bytes) -> None:
 @example(raw=b"a: 2024-13-01\n")  # found by this fuzzer: PyYAML's date constructor raised ValueError
 @example(raw=b"seed: " + b"9" * 5000 + b"\n")  # an integer past Python's 4,300-digit limit
 @example(raw=b'a: "\\U00110000"\n')  # an escape past Unicode: ValueError from PyYAML's scanner
+@example(raw=b"!!timestamp base_model: x\n")  # a tag PyYAML's constructor fails on (AttributeError)
 @example(raw=b"a: 1\nb: x\x01\n")  # a control character: PyYAML's two-line ReaderError became a two-line finding
 @example(raw=b'base_model: "\\ud83d\\ude00"\n')  # YAML does not pair surrogate escapes: a lone surrogate
 @example(raw=b"datasets:\n  - path: ~nosuchuser/rows.jsonl\n")  # Path.expanduser raised RuntimeError

@@ -181,8 +181,7 @@ def projects(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, bytes]]:
 
 
 def read(cfg: dict[str, Any], written: dict[str, bytes], tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """data.check, then lengths.check, on a project in a fresh folder (as checks/inspect.py runs them):
-    findings, one line each; the files untouched."""
+    """data.check on a project in a fresh folder: findings, one line each; the files untouched."""
     with tempfile.TemporaryDirectory(prefix="fuzz-data-") as tmp:
         folder = Path(tmp)
         for name, body in written.items():
@@ -197,7 +196,7 @@ def read(cfg: dict[str, Any], written: dict[str, bytes], tokenizer: Any, monkeyp
         loaded = LoadedConfig(path=folder / "config.yaml", data=cfg)
         with fuzzkit.bounded():
             sets, found = data.check(loaded, cfg)
-            found += lengths.check(loaded, cfg, sets)
+            found += lengths.check(loaded, cfg, sets)  # as the check runs it, on the sets read
             for ds in sets:
                 ds.stats()
         for f in found:

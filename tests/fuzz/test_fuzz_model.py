@@ -117,6 +117,17 @@ def test_a_config_json_that_is_no_json_object_is_one_line(body, project, monkeyp
     assert code == 2 and "model-unavailable" in out and "is not a JSON object" in out
 
 
+def test_a_model_of_no_parameters_is_a_warning(project, monkeypatch, tmp_path):
+    """Found by this fuzzer: `hidden_size: 0` builds a model of 0 parameters (ZeroDivisionError in the facts)."""
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder(), folder)
+    (folder / "config.json").write_text(json.dumps(json.loads((folder / "config.json").read_text()) |
+                                                   {"hidden_size": 0}))
+    code, out, _ = fuzzkit.cli(["check", str(write_config(tmp_path, str(folder), project / "rows.jsonl"))])
+    assert "architecture-unknown" in out and "no parameters" in out
+
+
 def test_a_tokenizer_that_fails_on_use_is_a_warning(project, monkeypatch, tmp_path):
     """Found by this fuzzer: a tokenizer_config.json with `model_max_length: ""` loads, then raises TypeError
     on the first rows it is given."""
