@@ -83,9 +83,12 @@ def start_merge(run: Path) -> tuple[subprocess.Popen, int]:
 def wait_for_shards(run: Path, proc: subprocess.Popen, offset: int, timeout: float = 300) -> None:
     """Until axolotl announces, in this merge's part of the log, that it is about to write the shards."""
     def announced() -> bool:
-        with (run / "merge.log").open("rb") as fh:
-            fh.seek(offset)
-            return b"Copying non-model files" in fh.read()
+        try:
+            with (run / "merge.log").open("rb") as fh:
+                fh.seek(offset)
+                return b"Copying non-model files" in fh.read()
+        except FileNotFoundError:  # this run's first merge has not opened its log yet
+            return False
 
     wait_until(announced, what="the merge starting to write its shards", timeout=timeout, proc=proc, every=0.01)
 
