@@ -234,7 +234,7 @@ def main() -> int:
     need = {r.id: estimates[r.id].peak_gib * 1.2 + 3.0 for r in rows}
 
     builds = {m: build(m) for m in dict.fromkeys(r.model for r in rows)
-              if not (cache.cache_dir() / "models" / f"random-{m}-r{models.RECIPE}-seed0" / "config.json").is_file()}
+              if not (cache.cache_dir() / "models" / f"random-{m}-r{models.RANDOM_RECIPE}-seed0" / "config.json").is_file()}
     pending = sorted(rows, key=lambda r: -need[r.id])  # large rows first; small ones fill the gaps
     running: dict[str, tuple[Row, list[str], subprocess.Popen[bytes], float]] = {}
     retry: list[Row] = []

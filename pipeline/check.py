@@ -112,10 +112,25 @@ def facts_block(r: Report) -> list[str]:
                      f"tokens a micro-batch)")
         if m.get("recommendation"):
             lines.append(f"  advice     {m['recommendation']}")
+    if (k := f.get("compat")) and k.get("architecture"):
+        lines.append(f"  start-up   {compat_line(k)}")
     if c := f.get("compute"):
         what = "with pipeline.compute: fastest" if c.get("asked") else "pipeline.compute: fastest would choose"
         lines.append(f"  compute    {what} {c['summary']}")
     return lines
+
+
+def compat_line(k: dict[str, Any]) -> str:
+    """The measured matrix's verdict in a few words (pipeline/core/compat.py)."""
+    on = k.get("measured_on") or {}
+    where = f"axolotl {k.get('axolotl')}" + (f" on {on['card']}" if on.get("card") else "")
+    if k["status"] == "ran":
+        speed = f": {k['tokens_per_s']:,.0f} tokens/s, {k['peak_gib']:.1f} GiB" if k.get("tokens_per_s") and \
+            k.get("peak_gib") else ""
+        return f"{k['architecture']} with {k['adapter']} and these settings ran ({where}, reduced depth{speed})"
+    if k["status"] == "crashes":
+        return f"{k['architecture']} with {k['adapter']} crashes at start-up ({where}): see compat-crashes above"
+    return f"untested: {k.get('why', 'not measured')}"
 
 
 def _gib(x: float) -> str:

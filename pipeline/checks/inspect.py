@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pipeline.checks import data, estimate, lengths, rules, shapes, speed  # noqa: F401 - rules registers every config rule
+from pipeline.checks import compat, data, estimate, lengths, rules, shapes, speed  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report, Schedule
 from pipeline.checks.memory import estimates, recommendation
@@ -98,6 +98,7 @@ def facts(ctx: Context) -> dict[str, Any]:
         "data": [d.stats() for d in ctx.sets],
         "schedule": ctx.schedule.as_dict(),
     }
+    out["compat"] = unless_rejected(ctx, lambda: compat.facts(ctx), dict[str, Any]())
     if ctx.shape is not None:
         out.update(unless_rejected(ctx, lambda: _model_facts(ctx), dict[str, Any]()))
     return out

