@@ -7,8 +7,9 @@ is `python -m axolotl.cli.train CONFIG [ARGS...]`: the same module, the same `fi
 flushed, the atexit handlers run (logging's shutdown, wandb's finish, ...), and the process leaves with
 `os._exit(0)`, skipping Python's finalisation: tearing down some thousands of modules and the objects
 torch, datasets and axolotl still hold, which costs wall time and changes nothing once every file has been
-written (see benchmarks/README.md). A failure (an exception, or `sys.exit` with a status) leaves the normal
-way, with its traceback and status.
+written (see benchmarks/README.md). `sys.exit(0)` counts as returning normally (axolotl's SIGINT handler
+saves the model and calls it). A failure (an exception, or `sys.exit` with a non-zero status) leaves the
+normal way, with its traceback and status.
 
 Several GPUs go through axolotl's own launcher (see pipeline.core.engine).
 """
@@ -36,7 +37,13 @@ def run(module_name: str, args: list[str]) -> None:
     module = importlib.import_module(module_name)
     # as `python -m MODULE ARGS` would see it: axolotl also parses sys.argv itself (HfArgumentParser)
     sys.argv = [module.__file__ or module_name, *args]
-    fire.Fire(module.do_cli, command=args)
+    try:
+        fire.Fire(module.do_cli, command=args)
+    except SystemExit as stop:
+        # axolotl's SIGINT handler saves the model and calls sys.exit(0): a clean end, left the same fast way
+        # (a finalisation interrupted mid-step once hung for minutes); any other status leaves the normal way
+        if stop.code not in (None, 0):
+            raise
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     atexit._run_exitfuncs()

@@ -12,14 +12,29 @@ FAKE_CLI = '''
 import atexit, sys
 from pathlib import Path
 
+class Finalised:
+    """Writes its file when the interpreter tears down the module (not when it leaves with os._exit)."""
+    path = None
+
+    def __del__(self):
+        if self.path is not None:
+            self.path.write_text("torn down")
+
+
+LEFT_BEHIND = Finalised()
+
+
 def do_cli(config, **kwargs):
     marker = Path(config)
+    LEFT_BEHIND.path = marker.with_suffix(".teardown")
     atexit.register(lambda: marker.with_suffix(".atexit").write_text("ran"))
     marker.write_text(repr(sys.argv[1:]) + " " + repr(sorted(kwargs)))
     if kwargs.get("fail") == "raise":
         raise RuntimeError("engine broke")
     if kwargs.get("fail") == "exit":
         sys.exit(3)
+    if kwargs.get("fail") == "clean":  # what axolotl's SIGINT handler does after saving the model
+        sys.exit(0)
 '''
 
 
@@ -50,3 +65,12 @@ def test_only_axolotl_cli_modules_are_launched():
     proc = subprocess.run([sys.executable, "-m", "pipeline.in_axolotl.entry", "os.path", "x"], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 1 and "usage: python -m pipeline.in_axolotl.entry axolotl.cli." in proc.stderr
+
+
+def test_a_clean_sys_exit_leaves_as_success_does_without_teardown(tmp_path):
+    proc = launch(tmp_path, str(tmp_path / "cfg.txt"), "--fail=clean")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cfg.atexit").read_text() == "ran"
+    assert not (tmp_path / "cfg.teardown").exists()
+    proc = launch(tmp_path, str(tmp_path / "cfg.txt"), "--fail=exit")  # a failing status still tears down
+    assert proc.returncode == 3 and (tmp_path / "cfg.teardown").read_text() == "torn down"
