@@ -39,6 +39,11 @@ def validation_logits(model, run: Path) -> list[torch.Tensor]:
                 for ex in inference.examples(cfg)]
 
 
+#: the two LoRA merge tests share one worker's copy of the run, in this order: the second reuses the first's merge
+LORA_MERGES = pytest.mark.xdist_group("lora-merges")
+
+
+@LORA_MERGES
 def test_lora_merge_is_atomic_verified_and_matches_the_adapter(cli, lora_run):
     runs_dir = lora_run.parent
     proc = cli("merge", "--auto", "--runs-dir", str(runs_dir))
@@ -61,15 +66,11 @@ def test_lora_merge_is_atomic_verified_and_matches_the_adapter(cli, lora_run):
         assert float((m - a).abs().max()) <= 1e-4 * scale  # the stated LoRA fp32 bound
         assert float((b - a).abs().max()) > 100 * 1e-4 * scale  # and the adapter does change the logits
 
-    # a second merge keeps the first; --force replaces it
+    # a second merge keeps the first (test_a_killed_merge... shows --force replacing it)
     before = (merged / "model.safetensors").stat().st_mtime_ns
     proc = cli("merge", str(lora_run))
     assert proc.returncode == 0 and "--force" in proc.stderr
     assert (merged / "model.safetensors").stat().st_mtime_ns == before
-    proc = cli("merge", str(lora_run), "--force")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (merged / "model.safetensors").stat().st_mtime_ns != before
-    assert not list(lora_run.glob(".merging-*"))
 
 
 def start_merge(run: Path) -> tuple[subprocess.Popen, int]:
@@ -93,10 +94,12 @@ def wait_for_shards(run: Path, proc: subprocess.Popen, offset: int, timeout: flo
     wait_until(announced, what="the merge starting to write its shards", timeout=timeout, proc=proc, every=0.01)
 
 
+@LORA_MERGES
 def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, lora_run):
-    merged = lora_run / "merged"
-    if merged.exists():  # this test is about a run without a merge
-        os.rename(merged, lora_run / "merged-earlier")
+    merged, earlier = lora_run / "merged", lora_run / "merged-earlier"
+    if not merged.exists():  # run alone: the merge the test above makes
+        assert cli("merge", str(lora_run)).returncode == 0
+    os.rename(merged, earlier)  # the killed merges are of a run without a merge
 
     # SIGTERM: forwarded to axolotl; the temporary folder is removed
     proc, offset = start_merge(lora_run)
@@ -118,10 +121,14 @@ def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, lora_run):
     assert not merged.exists()
     (tmp,) = lora_run.glob(".merging-*")  # the half-written merge stays out of the way
 
-    # the next merge removes it and completes
-    proc = cli("merge", str(lora_run))
+    # the next merge removes it and completes; with --force it replaces the merge already there
+    os.rename(earlier, merged)
+    before = (merged / "model.safetensors").stat().st_mtime_ns
+    proc = cli("merge", str(lora_run), "--force")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not tmp.exists() and (merged / "model.safetensors").is_file()
+    assert not tmp.exists() and not list(lora_run.glob(".merging-*"))
+    assert (merged / "model.safetensors").stat().st_mtime_ns != before
+    assert json.loads((lora_run / "manifest.json").read_text())["merge"]["status"] == "verified"
 
 
 def test_qlora_merge_matches_the_nf4_base_and_the_trained_model_within_its_bounds(cli, qlora_run):

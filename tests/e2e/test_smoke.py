@@ -1,7 +1,7 @@
 """`pipeline smoke` for real: axolotl trains the tiny model on the CPU for a few steps.
 
 The embedded default's smoke runs once per test session (conftest's `tiny_smoke`, with the profiler over
-step 2) and the table, bound and phase tests read it; runs with other settings are their own."""
+step 2) and the table and phase tests read it; runs with other settings are their own."""
 
 from __future__ import annotations
 
@@ -52,21 +52,6 @@ def test_tiny_smoke_prints_the_table_and_meets_its_bounds(tiny_smoke):
     assert (run / "output" / "adapter_model.safetensors").is_file()
 
 
-def test_a_bound_below_what_the_run_reaches_fails_with_one_line(cli, runs_dir, tmp_path):
-    cfg = yaml.safe_load(Path(TINY).read_text())
-    cfg["pipeline"]["bounds"] = {"peak_rss_gib": 0.05, "final_loss": [0.5, 8.0]}
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(yaml.safe_dump(cfg))
-    proc = cli("smoke", str(strict), "--max-steps", "1", "--runs-dir", str(runs_dir))
-    assert proc.returncode == 1
-    failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
-    assert len(failed) == 1
-    assert failed[0].startswith(f"{strict}: bound peak_rss_gib FAILED: limit <= 0.05 GiB, value ")
-    result = smoke_json(runs_dir)["results"][0]
-    verdicts = {b["bound"]: b["ok"] for b in result["bounds"]}
-    assert result["ok"] is False and verdicts == {"peak_rss_gib": False, "final_loss": True}
-
-
 def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(tiny_smoke):
     run, proc = tiny_smoke
     (result,) = smoke_json(run.parent)["results"]
@@ -84,15 +69,29 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(tiny_smo
     assert "aten::mm" in (run / "profile.txt").read_text()
 
 
-def test_same_seed_gives_identical_losses_with_the_heap_frozen_or_not(cli, tmp_path):
+def test_same_seed_identical_losses_heap_frozen_or_not_a_broken_bound_and_prepared_rows_reused(cli, tmp_path):
     """Two runs of one config on its seed train bit for bit the same, whether gc.freeze
     (pipeline.in_axolotl.recorder), which only spares the collector work, is on or off: a packed run's
-    losses are equal."""
-    losses = []
-    for value in ("0", "1"):
+    losses are equal. The second also carries a bound below what the run reaches: it trains all the same,
+    then fails (exit 1) with one line for that bound and none for the bound it meets. And it finds the
+    first run's prepared rows under their content key: it loads them and tokenises nothing."""
+    strict = ("--set", "pipeline.bounds.peak_rss_gib=0.05", "--set", "pipeline.bounds.final_loss=[0.5, 8.0]")
+    ended = []
+    for value, extra in (("0", ()), ("1", strict)):
         runs = tmp_path / value
-        proc = cli("smoke", TINY, "--runs-dir", str(runs), "--max-steps", "2", "--set", "sample_packing=true",
+        proc = cli("smoke", TINY, "--runs-dir", str(runs), "--max-steps", "2", "--set", "sample_packing=true", *extra,
                    env={"PIPELINE_GC_FREEZE": value})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        losses.append(smoke_json(runs)["results"][0]["losses"])
-    assert len(losses[0]) == 2 and losses[0] == losses[1]
+        ended.append((proc, smoke_json(runs)["results"][0], runs))
+    (first, a, _), (second, b, runs) = ended
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(a["losses"]) == 2 and a["losses"] == b["losses"]
+
+    assert second.returncode == 1, second.stderr[-3000:]
+    failed = [line for line in second.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith(f"{TINY}: bound peak_rss_gib FAILED: limit <= 0.05 GiB, value ")
+    verdicts = {v["bound"]: v["ok"] for v in b["bounds"]}
+    assert b["ok"] is False and verdicts["peak_rss_gib"] is False and verdicts["final_loss"] is True
+    assert [k for k, ok in verdicts.items() if not ok] == ["peak_rss_gib"]
+
+    log = (runs / b["run"] / "axolotl.log").read_text()
+    assert "Loading prepared dataset from disk" in log and "Tokenizing Prompts" not in log
