@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -343,6 +344,8 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
 
     Returns the child's exit status; a child killed by a signal gives 128 + the signal number, and so does a
     child that exits 0 after a forwarded signal (axolotl saves and exits 0 on SIGINT: that is no success).
+    A child still alive `PIPELINE_INTERRUPT_GRACE_S` (120) seconds after a forwarded signal, or at a second
+    one, is killed with its process group, saying so in one line; the status is still the interrupt's.
     `pass_fds` stay open in the child (the run folder's lock, so it is held while axolotl lives). A log
     that cannot be written (full disk) stops being written; the output still reaches the terminal.
     """
@@ -360,12 +363,32 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
                             start_new_session=True, pass_fds=pass_fds)
 
+    escalated: list[str] = []
+
+    def kill(why: str) -> None:
+        if proc.poll() is None:
+            escalated.append(why)
+            print(f"axolotl {why}: killed", file=sys.stderr, flush=True)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def forward(signum: int, _frame: Any) -> None:
         received.append(signum)
+        if len(received) > 1:  # a second Ctrl-C: the user will not wait for axolotl's own end
+            kill("was interrupted twice")
+            return
         try:
             os.killpg(proc.pid, signum)
         except ProcessLookupError:
             pass
+        # axolotl's SIGINT handler saves and logs from inside the handler; its log tee holds a plain lock, so a
+        # signal that lands during a log line deadlocks it (axolotl 0.19 utils/tee.py): never wait forever
+        timer = threading.Timer(interrupt_grace(), kill, args=(f"did not end within {interrupt_grace():.0f} s of "
+                                                                f"the interrupt (set {GRACE_ENV} to wait longer)",))
+        timer.daemon = True
+        timer.start()
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -392,11 +415,22 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
                 log.close()
             except OSError:
                 pass
+    if received and (code == 0 or escalated):  # the interrupt is what ended it, however axolotl left
+        return 128 + received[0]
     if code < 0:
         return 128 - code
-    if code == 0 and received:
-        return 128 + received[0]
     return code
+
+
+#: seconds axolotl may take to end after a forwarded SIGINT/SIGTERM before it is killed
+GRACE_ENV = "PIPELINE_INTERRUPT_GRACE_S"
+
+
+def interrupt_grace() -> float:
+    try:
+        return max(1.0, float(os.environ.get(GRACE_ENV, "120")))
+    except ValueError:
+        return 120.0
 
 
 def _drop_log(log: IO[bytes] | None, log_path: Path) -> None:

@@ -175,3 +175,30 @@ def test_a_child_that_exits_0_after_a_forwarded_signal_is_reported_as_interrupte
         code = engine.run([sys.executable, "-c", script], dict(os.environ), log, echo=quiet)
         assert code == 128 + signal.SIGINT
         assert engine.run([sys.executable, "-c", "pass"], dict(os.environ), log, echo=quiet) == 0
+
+
+def test_a_child_that_hangs_in_its_interrupt_handler_is_killed_after_the_grace(tmp_path, monkeypatch, capsys):
+    """axolotl 0.19's SIGINT handler logs through a tee holding a plain lock: a signal during a log line
+    deadlocks it. The launcher kills such a child after the grace and still reports the interrupt."""
+    import signal
+    import threading
+
+    monkeypatch.setenv(engine.GRACE_ENV, "1")
+    script = ("import signal, threading, time\n"
+              "lock = threading.Lock(); lock.acquire()\n"
+              "signal.signal(signal.SIGINT, lambda *a: lock.acquire())\n"  # the deadlock, as in axolotl's tee
+              "print('re' + 'ady', flush=True)\n"
+              "time.sleep(60)\n")
+    log = tmp_path / "child.log"
+
+    def interrupt_when_ready() -> None:
+        while "ready" not in (log.read_text() if log.exists() else ""):
+            threading.Event().wait(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    with open(os.devnull, "w") as quiet:
+        code = engine.run([sys.executable, "-c", script], dict(os.environ), log, echo=quiet)
+    assert code == 128 + signal.SIGINT  # not the sleep's end (0 -> 130 too): the line below says it was killed
+    assert "axolotl did not end within 1 s of the interrupt (set PIPELINE_INTERRUPT_GRACE_S to wait longer): " \
+           "killed" in capsys.readouterr().err
