@@ -41,7 +41,7 @@ def run(module_name: str, args: list[str]) -> None:
         fire.Fire(module.do_cli, command=args)
     except SystemExit as stop:
         # axolotl's SIGINT handler saves the model and calls sys.exit(0): a clean end, left the same fast way
-        # (a finalisation interrupted mid-step once hung for minutes); any other status leaves the normal way
+        # (its files are written; finalising torch and axolotl adds wall time); any other status leaves normally
         if stop.code not in (None, 0):
             raise
     for stream in (sys.stdout, sys.stderr):
