@@ -10,7 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+#: one worker takes them in turn: the others never sit waiting for the one shared evaluated run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("evaluated")]
 
 
 @pytest.fixture(scope="module")

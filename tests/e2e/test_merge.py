@@ -131,6 +131,11 @@ def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, lora_run):
     assert json.loads((lora_run / "manifest.json").read_text())["merge"]["status"] == "verified"
 
 
+#: the QLoRA tests share one worker's copy of the run: the drift test reads the merge the first one makes
+QLORA_MERGES = pytest.mark.xdist_group("qlora-merges")
+
+
+@QLORA_MERGES
 def test_qlora_merge_matches_the_nf4_base_and_the_trained_model_within_its_bounds(cli, qlora_run):
     proc = cli("merge", str(qlora_run))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -146,6 +151,7 @@ def test_qlora_merge_matches_the_nf4_base_and_the_trained_model_within_its_bound
     assert result["merge_double_quant"] is False and result["training_double_quant"] is True
 
 
+@QLORA_MERGES
 def test_qlora_drift_comes_from_what_the_merge_round_trips_differently(cli, qlora_run):
     """The trained QLoRA model is the base with its linear layers NF4-quantized as bitsandbytes' Linear4bit
     does it (the 2-D weight, double quantization) and embed_tokens/lm_head untouched, plus the adapter. The
