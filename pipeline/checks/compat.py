@@ -37,11 +37,14 @@ def on_gpu(ctx: Context) -> Callable[[str], Any]:
 
 
 def facts(ctx: Context) -> dict[str, Any]:
-    """facts.compat: the matrix's verdict for this config, and the settings it was judged on."""
-    ref = ctx.cfg.get("base_model")
-    arch = models.shipped_name(ref) if isinstance(ref, str) and ref else None
-    settings = compat.project(on_gpu(ctx), ctx.adapter)
-    return {**compat.judge(arch, ctx.adapter, settings, axolotl_version()), "settings": settings}
+    """facts.compat: the matrix's verdict for this config, and the settings it was judged on (judged once per
+    check: the compat-crashes rule and the facts read the same)."""
+    if ctx.compat is None:
+        ref = ctx.cfg.get("base_model")
+        arch = models.shipped_name(ref) if isinstance(ref, str) and ref else None
+        settings = compat.project(on_gpu(ctx), ctx.adapter)
+        ctx.compat = {**compat.judge(arch, ctx.adapter, settings, axolotl_version()), "settings": settings}
+    return ctx.compat
 
 
 def crash_line(f: dict[str, Any]) -> str:

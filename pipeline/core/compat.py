@@ -139,8 +139,7 @@ def judge(arch: str | None, adapter: str | None, settings: Mapping[str, Any], ax
     if trial["status"] == CRASHES:
         ran = [t for t in trials if t.get("status") == RAN]
         if ran:
-            best = min(ran, key=lambda t: len(setting_changes(wanted, t["settings"])))
-            changes = setting_changes(wanted, best["settings"])
+            best, changes = min(((t, setting_changes(wanted, t["settings"])) for t in ran), key=lambda tc: len(tc[1]))
             out["fix"] = {"settings": changes, "set": as_set(changes),
                           **{k: best[k] for k in ("tokens_per_s", "peak_gib") if best.get(k) is not None}}
     return out

@@ -364,6 +364,7 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
                             start_new_session=True, pass_fds=pass_fds)
 
     escalated: list[str] = []
+    timers: list[threading.Timer] = []
 
     def kill(why: str) -> None:
         if proc.poll() is None:
@@ -385,9 +386,11 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
             pass
         # axolotl's SIGINT handler saves and logs from inside the handler; its log tee holds a plain lock, so a
         # signal that lands during a log line deadlocks it (axolotl 0.19 utils/tee.py): never wait forever
-        timer = threading.Timer(interrupt_grace(), kill, args=(f"did not end within {interrupt_grace():.0f} s of "
-                                                                f"the interrupt (set {GRACE_ENV} to wait longer)",))
+        grace = interrupt_grace()
+        timer = threading.Timer(grace, kill, args=(f"did not end within {grace:.0f} s of the interrupt (set "
+                                                   f"{GRACE_ENV} to wait longer)",))
         timer.daemon = True
+        timers.append(timer)
         timer.start()
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -410,6 +413,8 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        for timer in timers:  # the child has ended: nothing is left to kill
+            timer.cancel()
         if log is not None:
             try:
                 log.close()
