@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py, importable as `support`
 
-from support import ROOT, TINY, copy_run, wait_until  # noqa: E402
+from support import IN_PROCESS, ROOT, TINY, copy_run, run_here, wait_until  # noqa: E402
 
 # One model cache for the whole test session (and all xdist workers): building is atomic, so workers that
 # race to build the same model are safe, and later runs reuse it.
@@ -65,6 +65,13 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="session")
+def cli_here():
+    """The command line in this process (`support.run_here`), for commands that start no child of their own:
+    `cli_here("evaluate", RUN, env={...})`, same answer as `cli`."""
+    return run_here
+
+
 def wait_for_step(runs_dir: Path, step: int, proc: subprocess.Popen[str], timeout: float = 600) -> int:
     """Block until a live run under `runs_dir` (its manifest says running: earlier, finished runs in the same
     folder do not count) has logged training step `step`; returns the highest step seen. Fails if `proc`
@@ -115,8 +122,9 @@ class SharedRuns:
                 if start_from is not None:
                     copy_run(start_from, folder / "runs")
                 done = []
-                for args in commands:
-                    proc = run_cli(*args, "--runs-dir", str(folder / "runs"))
+                for args in commands:  # those that start no child run in this process (support.IN_PROCESS)
+                    run = run_here if args[0] in IN_PROCESS else run_cli
+                    proc = run(*args, "--runs-dir", str(folder / "runs"))
                     assert proc.returncode == 0, (args, proc.stderr[-3000:])
                     done.append({"args": list(args), "stdout": proc.stdout, "stderr": proc.stderr})
                 record.write_text(json.dumps(done))

@@ -6,7 +6,10 @@ parametrisation, say) live here, so no test file works out the repository root o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -57,3 +60,35 @@ def copy_run(run: Path, runs_dir: Path, name: str | None = None) -> Path:
     manifest = dest / "manifest.json"
     manifest.write_text(json.dumps(json.loads(manifest.read_text())).replace(str(run), str(dest)))
     return dest
+
+
+#: commands that start no child process of their own: the suite may run them in its own process (run_here)
+IN_PROCESS = frozenset({"build-model", "check", "evaluate", "runs"})
+
+
+def run_here(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`pipeline ARGS` through `pipeline.cli.main` in this process, from `cwd`, with `env` added to the
+    environment for the call: what it prints, and its exit code as the shell would see it.
+
+    For the tests of commands that start no child of their own (refusals, build-model, check, evaluate): a
+    child process would only add its interpreter's start-up and the imports of torch and transformers,
+    5-10 s a call on the suite's machine. The environment and the working folder are restored afterwards.
+    Settings a library reads once at its import (huggingface_hub's HF_HUB_OFFLINE and HF_ENDPOINT) cannot
+    change here: tests of those run the command in a child (conftest's `cli`)."""
+    from pipeline import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved, before = dict(os.environ), os.getcwd()
+    os.environ.update(env or {})
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse's own refusals
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(before)
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -70,9 +70,9 @@ def test_the_real_report_in_chromium_shows_each_model_side_by_side(evaluated, ch
     assert all(shown.pixels(c) > 500 for c in report.COLORS.values())  # the bars and the column borders
 
 
-def test_runs_lists_the_run_as_trained_merged_and_evaluated(cli, evaluated):
+def test_runs_lists_the_run_as_trained_merged_and_evaluated(cli_here, evaluated):
     run, _ = evaluated
-    proc = cli("runs", "--runs-dir", str(run.parent), "--format", "json")
+    proc = cli_here("runs", "--runs-dir", str(run.parent), "--format", "json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(proc.stdout)
     assert (row["run"], row["config"], row["stage"], row["status"], row["steps"]) == \
@@ -80,7 +80,7 @@ def test_runs_lists_the_run_as_trained_merged_and_evaluated(cli, evaluated):
     assert row["merged"] == "verified" and row["evaluated"] == "passed"
     assert 0.1 < row["peak_memory"] < 4.0 and row["peak_memory_kind"] == "rss"
     assert row["final_loss"] < 5.5
-    header, _, line = cli("runs", "--runs-dir", str(run.parent)).stdout.splitlines()
+    header, _, line = cli_here("runs", "--runs-dir", str(run.parent)).stdout.splitlines()
     assert [c.strip() for c in header.split("|")[1:-1]] == ["Run", "Config", "Stage", "Status", "Steps",
                                                              "Final loss", "Peak memory", "Merged", "Evaluated"]
     cells = [c.strip() for c in line.split("|")[1:-1]]
@@ -88,14 +88,14 @@ def test_runs_lists_the_run_as_trained_merged_and_evaluated(cli, evaluated):
     assert cells[6].endswith("GiB RSS") and cells[7] == "verified" and cells[8].startswith("passed (")
 
 
-def test_a_missed_gate_exits_1_with_one_line_per_gate(cli, evaluated, tmp_path):
+def test_a_missed_gate_exits_1_with_one_line_per_gate(cli_here, evaluated, tmp_path):
     run, _ = evaluated
     copy = tmp_path / "runs" / run.name
     shutil.copytree(run, copy, symlinks=True)
     source = yaml.safe_load((copy / "source.yaml").read_text())
     source["pipeline"]["evaluate"]["gates"] = {"val_loss_drop": 100.0, "style_min": 0.0}
     (copy / "source.yaml").write_text(yaml.safe_dump(source))
-    proc = cli("evaluate", str(copy))
+    proc = cli_here("evaluate", str(copy))
     assert proc.returncode == 1, proc.stderr[-3000:]
     failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
     gates = {g["gate"]: g for g in json.loads((copy / "eval" / "eval.json").read_text())["gates"]}

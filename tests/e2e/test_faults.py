@@ -14,9 +14,7 @@ root here); elsewhere those tests skip with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -30,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, TINY, copy_run, wait_until
+import yaml
+from support import ROOT, TINY, copy_run, run_here, wait_until
 
 from pipeline.core import engine, runs
 
@@ -105,24 +104,8 @@ class Project:
                runs_dir: bool = True) -> subprocess.CompletedProcess[str]:
         """The command line in this process, from the project folder: for input that must be refused before
         anything starts (a child process would only add its interpreter's start-up)."""
-        from pipeline import cli
-
         more = ["--runs-dir", str(self.runs)] if runs_dir else []
-        out, err = io.StringIO(), io.StringIO()
-        saved, cwd = dict(os.environ), os.getcwd()
-        os.environ.update(env or {})
-        os.chdir(self.root)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = cli.main([*args, *more])
-                except SystemExit as exc:  # argparse's own refusals
-                    code = exc.code if isinstance(exc.code, int) else 2
-        finally:
-            os.chdir(cwd)
-            os.environ.clear()
-            os.environ.update(saved)
-        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+        return run_here(*args, *more, cwd=self.root, env=env)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--runs-dir", str(self.runs)],
@@ -279,22 +262,24 @@ def test_ctrl_c_during_a_smoke_is_interrupted_never_success(project, step_reache
 
 @pytest.mark.slow
 def test_edited_data_is_what_trains_and_the_manifest_says_so(project):
-    """axolotl keys its prepared data by settings and tokenizer name: the old rows used to train."""
+    """axolotl keys its prepared data by settings and tokenizer name: the old rows used to train. The
+    project's earlier run (the session's smoke of the same config) prepared the rows as shipped, in the
+    shared cache: an edited file must not load them."""
     rows = project.root / TRAIN_ROWS
+    old = Path(yaml.safe_load((project.earlier / "config.yaml").read_text())["dataset_prepared_path"])
+    assert any(old.iterdir()), "the shipped rows were prepared before the edit"
 
-    def smoke() -> tuple[dict, str]:
-        entries = project.entries()
-        proc = project.cli("smoke", TINY, "--max-steps", "1", timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        (run,) = [p for p in project.new_runs(entries) if p.is_dir()]
-        return json.loads((run / "manifest.json").read_text()), (run / "axolotl.log").read_text()
-
-    smoke()
     rows.write_text("".join(rows.read_text().splitlines(keepends=True)[:6]))  # 36 rows down to 6
-    manifest, log = smoke()
+    entries = project.entries()
+    proc = project.cli("smoke", TINY, "--max-steps", "1", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = [p for p in project.new_runs(entries) if p.is_dir()]
+    manifest, log = json.loads((run / "manifest.json").read_text()), (run / "axolotl.log").read_text()
     assert manifest["data"][str(rows)] == hashlib.sha256(rows.read_bytes()).hexdigest()
     assert "0/6 [" in log and "0/36 [" not in log  # axolotl tokenised the 6 rows the manifest names
     assert "Unable to find prepared dataset" in log  # prepared afresh, not loaded under the old key
+    new = Path(yaml.safe_load((run / "config.yaml").read_text())["dataset_prepared_path"])
+    assert new.parent == old.parent and new != old  # the same cache, another content key
     # that unchanged data reuses its prepared rows is shown by test_smoke's same-seed pair
 
 

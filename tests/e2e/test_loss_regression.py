@@ -1,31 +1,79 @@
-"""The tiny CPU config's per-step losses on its fixed seed, against stored values (torchtune's way).
+"""The tiny CPU config's per-step losses on its fixed seed, against stored values (torchtune's way), and two
+runs of one seed bit for bit the same.
 
 A bound on the final loss lets a masking or label-shift bug through (the loss still falls); the exact
 losses of the first steps do not: step 1 is the untrained model's loss on the assistant tokens, so a
 change of what is trained on moves it, and every later step follows from the gradients.
 
-Stored from `pipeline smoke configs/tiny_cpu.yaml --max-steps 8` on this project's 2-core CPU machine
-(torch 2.13.0 CPU, axolotl 0.19.0): two runs were bit-identical, so the tolerance is torchtune's for
-LoRA (rtol = atol = 1e-5), which leaves room for another CPU's reduction order and nothing more.
+Two settings are stored, each read from a run the suite makes anyway: the embedded default's 3-step smoke
+as `nox -s smoke` runs it, one row per sequence (the session's shared smoke, conftest's `tiny_smoke`), and
+8 steps with sample packing (the same-seed pair below). Stored from those commands on this project's
+2-core CPU machine (torch 2.13.0 CPU, axolotl 0.19.0): repeat runs were bit-identical, with the profiler
+over step 2 or without and with the heap frozen or not, so the tolerance is torchtune's for LoRA
+(rtol = atol = 1e-5), which leaves room for another CPU's reduction order and nothing more.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from support import TINY
 
 pytestmark = pytest.mark.slow
 
-EXPECTED = [7.639447212219238, 7.5956807136535645, 7.443902015686035, 7.184054374694824,
-            6.895050525665283, 6.648616313934326, 6.477668285369873, 6.424126625061035]
+#: `pipeline smoke configs/tiny_cpu.yaml` (3 steps)
+SMOKE = [7.639447212219238, 7.595681190490723, 7.481550216674805]
+#: `pipeline smoke configs/tiny_cpu.yaml --max-steps 8 --set sample_packing=true`
+PACKED = [7.64361572265625, 7.591704368591309, 7.372699737548828, 7.01753568649292, 6.653932571411133,
+          6.376855373382568, 6.159224033355713, 6.062885761260986]
 
 
-def test_tiny_cpu_losses_match_the_stored_ones(cli, runs_dir, tmp_path, gpu_count):
+def smoke_json(runs_dir: Path) -> dict:
+    (path,) = runs_dir.glob("smoke-*.json")
+    return json.loads(path.read_text())
+
+
+def cpu_only(gpu_count: int) -> None:
     if gpu_count:
         pytest.skip("the stored losses are the CPU's; a GPU's kernels reduce in another order")
-    out = tmp_path / "smoke.json"
-    proc = cli("smoke", "configs/tiny_cpu.yaml", "--max-steps", "8", "--runs-dir", str(runs_dir), "--json", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (result,) = json.loads(out.read_text())["results"]
-    assert result["losses"] == pytest.approx(EXPECTED, rel=1e-5, abs=1e-5)
+
+
+def test_the_default_smoke_losses_match_the_stored_ones(tiny_smoke, gpu_count):
+    cpu_only(gpu_count)
+    run, _ = tiny_smoke
+    (result,) = smoke_json(run.parent)["results"]
+    assert result["losses"] == pytest.approx(SMOKE, rel=1e-5, abs=1e-5)
+
+
+def test_same_seed_identical_stored_losses_heap_frozen_or_not_a_broken_bound_and_prepared_rows_reused(
+        cli, tmp_path, gpu_count):
+    """Two packed runs of one config on its seed train bit for bit the same, whether gc.freeze
+    (pipeline.in_axolotl.recorder), which only spares the collector work (axolotl's packer collects often),
+    is on or off, and match the stored losses. The second also carries a bound below what the run reaches:
+    it trains all the same, then fails (exit 1) with one line for that bound and none for the bound it
+    meets. And it finds the first run's prepared rows under their content key: it loads them and tokenises
+    nothing."""
+    strict = ("--set", "pipeline.bounds.peak_rss_gib=0.05", "--set", "pipeline.bounds.final_loss=[0.5, 8.0]")
+    ended = []
+    for value, extra in (("0", ()), ("1", strict)):
+        runs = tmp_path / value
+        proc = cli("smoke", TINY, "--runs-dir", str(runs), "--max-steps", "8", "--set", "sample_packing=true", *extra,
+                   env={"PIPELINE_GC_FREEZE": value})
+        ended.append((proc, smoke_json(runs)["results"][0], runs))
+    (first, a, _), (second, b, runs) = ended
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(a["losses"]) == 8 and a["losses"] == b["losses"]
+    if not gpu_count:
+        assert a["losses"] == pytest.approx(PACKED, rel=1e-5, abs=1e-5)
+
+    assert second.returncode == 1, second.stderr[-3000:]
+    failed = [line for line in second.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith(f"{TINY}: bound peak_rss_gib FAILED: limit <= 0.05 GiB, value ")
+    verdicts = {v["bound"]: v["ok"] for v in b["bounds"]}
+    assert b["ok"] is False and verdicts["peak_rss_gib"] is False and verdicts["final_loss"] is True
+    assert [k for k, ok in verdicts.items() if not ok] == ["peak_rss_gib"]
+
+    log = (runs / b["run"] / "axolotl.log").read_text()
+    assert "Loading prepared dataset from disk" in log and "Tokenizing Prompts" not in log

@@ -20,9 +20,10 @@ from pipeline.core import inference
 pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, tiny_trained) -> Path:
-    """The session's trained tiny LoRA run, copied: these tests merge it."""
-    return copy_run(tiny_trained, tmp_path_factory.mktemp("lora"))
+def lora_run(tmp_path_factory, tiny_evaluated) -> Path:
+    """The session's trained, merged (`pipeline merge --auto`) and evaluated tiny LoRA run, copied: these
+    tests merge it again."""
+    return copy_run(tiny_evaluated, tmp_path_factory.mktemp("lora"))
 
 
 @pytest.fixture(scope="module")
@@ -39,38 +40,31 @@ def validation_logits(model, run: Path) -> list[torch.Tensor]:
                 for ex in inference.examples(cfg)]
 
 
-#: the two LoRA merge tests share one worker's copy of the run, in this order: the second reuses the first's merge
-LORA_MERGES = pytest.mark.xdist_group("lora-merges")
+#: the LoRA merge tests read the session's merged run (conftest's `tiny_evaluated`, `pipeline merge --auto`
+#: as `nox -s merge` runs it): on the worker that makes it, so no other worker waits for it
+LORA_MERGES = pytest.mark.xdist_group("evaluated")
 
 
 @LORA_MERGES
-def test_lora_merge_is_atomic_verified_and_matches_the_adapter(cli, lora_run):
-    runs_dir = lora_run.parent
-    proc = cli("merge", "--auto", "--runs-dir", str(runs_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    merged = lora_run / "merged"
+def test_lora_merge_is_atomic_verified_and_matches_the_adapter(tiny_evaluated):
+    run = tiny_evaluated  # read only
+    merged = run / "merged"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
-    assert not list(lora_run.glob(".merging-*"))
-    manifest = json.loads((lora_run / "manifest.json").read_text())
+    assert not list(run.glob(".merging-*"))
+    manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["merge"]["status"] == "verified" and manifest["status"] == "succeeded"
-    (check,) = json.loads((lora_run / "merge.json").read_text())["checks"]
+    (check,) = json.loads((run / "merge.json").read_text())["checks"]
     assert check["ok"] and check["top1_agreement"] == 1.0
 
     # independently of merge.json: the merged model against base + adapter through peft, fp32 on the CPU
-    cfg = yaml.safe_load((lora_run / "config.yaml").read_text())
-    merged_logits = validation_logits(inference.load(merged), lora_run)
-    adapter_logits = validation_logits(inference.load(cfg["base_model"], adapter=lora_run / "output"), lora_run)
-    base_logits = validation_logits(inference.load(cfg["base_model"]), lora_run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    merged_logits = validation_logits(inference.load(merged), run)
+    adapter_logits = validation_logits(inference.load(cfg["base_model"], adapter=run / "output"), run)
+    base_logits = validation_logits(inference.load(cfg["base_model"]), run)
     for m, a, b in zip(merged_logits, adapter_logits, base_logits, strict=True):
         scale = max(1.0, float(a.abs().max()))
         assert float((m - a).abs().max()) <= 1e-4 * scale  # the stated LoRA fp32 bound
         assert float((b - a).abs().max()) > 100 * 1e-4 * scale  # and the adapter does change the logits
-
-    # a second merge keeps the first (test_a_killed_merge... shows --force replacing it)
-    before = (merged / "model.safetensors").stat().st_mtime_ns
-    proc = cli("merge", str(lora_run))
-    assert proc.returncode == 0 and "--force" in proc.stderr
-    assert (merged / "model.safetensors").stat().st_mtime_ns == before
 
 
 def start_merge(run: Path) -> tuple[subprocess.Popen, int]:
@@ -97,8 +91,11 @@ def wait_for_shards(run: Path, proc: subprocess.Popen, offset: int, timeout: flo
 @LORA_MERGES
 def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, lora_run):
     merged, earlier = lora_run / "merged", lora_run / "merged-earlier"
-    if not merged.exists():  # run alone: the merge the test above makes
-        assert cli("merge", str(lora_run)).returncode == 0
+    # a second merge keeps the first (the end of this test shows --force replacing it)
+    before = (merged / "model.safetensors").stat().st_mtime_ns
+    proc = cli("merge", str(lora_run))
+    assert proc.returncode == 0 and "--force" in proc.stderr
+    assert (merged / "model.safetensors").stat().st_mtime_ns == before
     os.rename(merged, earlier)  # the killed merges are of a run without a merge
 
     # SIGTERM: forwarded to axolotl; the temporary folder is removed

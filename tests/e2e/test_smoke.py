@@ -1,7 +1,8 @@
 """`pipeline smoke` for real: axolotl trains the tiny model on the CPU for a few steps.
 
 The embedded default's smoke runs once per test session (conftest's `tiny_smoke`, with the profiler over
-step 2) and the table and phase tests read it; runs with other settings are their own."""
+step 2) and the table and phase tests read it; its stored losses, and the same-seed pair, are
+test_loss_regression's."""
 
 from __future__ import annotations
 
@@ -67,31 +68,3 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(tiny_smo
     assert "matmul" in profile["groups"]  # a Llama step is mostly aten::mm on the CPU
     assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 0.01
     assert "aten::mm" in (run / "profile.txt").read_text()
-
-
-def test_same_seed_identical_losses_heap_frozen_or_not_a_broken_bound_and_prepared_rows_reused(cli, tmp_path):
-    """Two runs of one config on its seed train bit for bit the same, whether gc.freeze
-    (pipeline.in_axolotl.recorder), which only spares the collector work, is on or off: a packed run's
-    losses are equal. The second also carries a bound below what the run reaches: it trains all the same,
-    then fails (exit 1) with one line for that bound and none for the bound it meets. And it finds the
-    first run's prepared rows under their content key: it loads them and tokenises nothing."""
-    strict = ("--set", "pipeline.bounds.peak_rss_gib=0.05", "--set", "pipeline.bounds.final_loss=[0.5, 8.0]")
-    ended = []
-    for value, extra in (("0", ()), ("1", strict)):
-        runs = tmp_path / value
-        proc = cli("smoke", TINY, "--runs-dir", str(runs), "--max-steps", "2", "--set", "sample_packing=true", *extra,
-                   env={"PIPELINE_GC_FREEZE": value})
-        ended.append((proc, smoke_json(runs)["results"][0], runs))
-    (first, a, _), (second, b, runs) = ended
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert len(a["losses"]) == 2 and a["losses"] == b["losses"]
-
-    assert second.returncode == 1, second.stderr[-3000:]
-    failed = [line for line in second.stderr.splitlines() if "FAILED" in line]
-    assert len(failed) == 1 and failed[0].startswith(f"{TINY}: bound peak_rss_gib FAILED: limit <= 0.05 GiB, value ")
-    verdicts = {v["bound"]: v["ok"] for v in b["bounds"]}
-    assert b["ok"] is False and verdicts["peak_rss_gib"] is False and verdicts["final_loss"] is True
-    assert [k for k, ok in verdicts.items() if not ok] == ["peak_rss_gib"]
-
-    log = (runs / b["run"] / "axolotl.log").read_text()
-    assert "Loading prepared dataset from disk" in log and "Tokenizing Prompts" not in log

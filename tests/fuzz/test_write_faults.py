@@ -23,6 +23,7 @@ from typing import Any
 
 import fuzzkit
 import pytest
+from support import run_here
 
 from pipeline.core import engine, runs
 
@@ -36,6 +37,12 @@ def child(args: list[str], cwd: Path, cache: Path, timeout: int = 600) -> subpro
     env = {**os.environ, "PIPELINE_CACHE": str(cache)}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def here(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """`pipeline ARGS` in this process with its own model cache: for a command refused before it starts a
+    child (support.run_here)."""
+    return run_here(*args, cwd=cwd, env={"PIPELINE_CACHE": str(cache)})
 
 
 def one_line(proc: subprocess.CompletedProcess[str], code: int, rule: str) -> str:
@@ -96,22 +103,22 @@ def test_a_model_built_into_a_full_cache_is_one_line_and_leaves_nothing(project,
     """The issue's reproducer: `pipeline smoke` built a random model into a full cache and died in
     save_pretrained with a SafetensorError traceback (exit 1)."""
     before = fuzzkit.fingerprint(project / "configs", project / "data")
-    proc = child(["smoke", TINY, "--runs-dir", str(tmp_path / "runs")], project, small_disk)
+    proc = here(["smoke", TINY, "--runs-dir", str(tmp_path / "runs")], project, small_disk)
     line = one_line(proc, 3, "cache-unwritable")
     assert "No space left on device" in line and "tiny-llama" in line
     assert list((small_disk / "models").iterdir()) == []  # the half-built folder is gone
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
     assert fuzzkit.fingerprint(project / "configs", project / "data") == before
-    line = one_line(child(["build-model", "pipeline://tiny-llama"], project, small_disk), 3, "cache-unwritable")
+    line = one_line(here(["build-model", "pipeline://tiny-llama"], project, small_disk), 3, "cache-unwritable")
     assert "No space left on device" in line and list((small_disk / "models").iterdir()) == []
 
 
 def test_a_read_only_cache_is_one_line_and_check_still_works(project, read_only_cache, tmp_path):
-    proc = child(["smoke", TINY, "--runs-dir", str(tmp_path / "runs")], project, read_only_cache)
+    proc = here(["smoke", TINY, "--runs-dir", str(tmp_path / "runs")], project, read_only_cache)
     assert "Read-only file system" in one_line(proc, 3, "cache-unwritable")
-    assert "Read-only file system" in one_line(child(["build-model", "pipeline://tiny-llama"], project,
+    assert "Read-only file system" in one_line(here(["build-model", "pipeline://tiny-llama"], project,
                                                      read_only_cache), 3, "cache-unwritable")
-    check = child(["check", TINY], project, read_only_cache)  # its caches are a convenience: it works without
+    check = here(["check", TINY], project, read_only_cache)  # its caches are a convenience: it works without
     assert check.returncode == 0 and "Traceback" not in check.stderr, check.stderr[-3000:]
 
 

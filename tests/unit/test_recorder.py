@@ -1,6 +1,5 @@
 """The metrics recorder, driven as the HF trainer drives it, and the summary computed from its file."""
 
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -90,16 +89,19 @@ def test_human_count():
     assert summary.human_count(None) == "-"
 
 
-def test_the_heap_is_frozen_only_when_allowed():
-    import subprocess
-    import sys
+def test_the_heap_is_frozen_only_when_allowed(monkeypatch):
+    import gc
 
-    code = ("import gc, os; from pipeline.in_axolotl import recorder as metrics; before = gc.get_freeze_count(); "
-            "metrics._freeze_heap(); print(gc.get_freeze_count() > before)")
-    for value, expected in (("1", "True"), ("0", "False")):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PIPELINE_GC_FREEZE": value}).stdout.strip()
-        assert out == expected
+    from pipeline.in_axolotl import recorder as metrics
+
+    for value, frozen in (("0", False), ("1", True)):
+        monkeypatch.setenv("PIPELINE_GC_FREEZE", value)
+        before = gc.get_freeze_count()
+        try:
+            metrics._freeze_heap()
+            assert (gc.get_freeze_count() > before) is frozen
+        finally:
+            gc.unfreeze()  # this test process's heap goes back to the collector
 
 
 def test_the_settings_axolotl_resolved_are_written_before_the_model_loads(monkeypatch, tmp_path):
