@@ -32,6 +32,16 @@ def cuda_devices() -> int:
         return 0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist every core has a worker already: torch's own work in a worker (tiny models, evaluate in
+    this process) gets one thread, so it does not spin on a core another worker's child is using. The
+    pipeline and axolotl processes the tests start keep torch's default."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     n = cuda_devices()
     for item in items:

@@ -72,10 +72,12 @@ def run_here(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) ->
 
     For the tests of commands that start no child of their own (refusals, build-model, check, evaluate): a
     child process would only add its interpreter's start-up and the imports of torch and transformers,
-    5-10 s a call on the suite's machine. The environment and the working folder are restored afterwards.
+    5-10 s a call on the suite's machine. The environment and the working folder are restored afterwards,
+    and the run locks the command still holds are released, as its process's exit would.
     Settings a library reads once at its import (huggingface_hub's HF_HUB_OFFLINE and HF_ENDPOINT) cannot
     change here: tests of those run the command in a child (conftest's `cli`)."""
     from pipeline import cli
+    from pipeline.core import lock
 
     out, err = io.StringIO(), io.StringIO()
     saved, before = dict(os.environ), os.getcwd()
@@ -88,6 +90,7 @@ def run_here(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) ->
             except SystemExit as exc:  # argparse's own refusals
                 code = exc.code if isinstance(exc.code, int) else 2
     finally:
+        lock.release_all()
         os.chdir(before)
         os.environ.clear()
         os.environ.update(saved)

@@ -67,13 +67,15 @@ class RunLock:
         self.release()
 
 
-def _release_all_at_exit() -> None:
+def release_all() -> None:
+    """Release every lock this process holds, as its exit does (registered with atexit); for a caller that
+    runs a command in its own process and goes on (the test suite's in-process runner)."""
     for held in list(_HELD.values()):
         held.depth = 1
         held.release()
 
 
-atexit.register(_release_all_at_exit)
+atexit.register(release_all)
 
 
 def acquire(folder: Path, command: str | None = None) -> RunLock:

@@ -89,11 +89,11 @@ def wait_for_shards(run: Path, proc: subprocess.Popen, offset: int, timeout: flo
 
 
 @LORA_MERGES
-def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, lora_run):
+def test_a_killed_merge_leaves_no_complete_looking_merged_folder(cli, cli_here, lora_run):
     merged, earlier = lora_run / "merged", lora_run / "merged-earlier"
     # a second merge keeps the first (the end of this test shows --force replacing it)
     before = (merged / "model.safetensors").stat().st_mtime_ns
-    proc = cli("merge", str(lora_run))
+    proc = cli_here("merge", str(lora_run))  # refused before anything starts: in this process
     assert proc.returncode == 0 and "--force" in proc.stderr
     assert (merged / "model.safetensors").stat().st_mtime_ns == before
     os.rename(merged, earlier)  # the killed merges are of a run without a merge
