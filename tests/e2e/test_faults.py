@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import ROOT, TINY, copy_run, run_here, wait_until
+from support import ROOT, TINY, copy_run, run_here, run_ok, wait_until
 
 from pipeline.core import engine, runs
 
@@ -283,16 +284,38 @@ def test_edited_data_is_what_trains_and_the_manifest_says_so(project):
     # that unchanged data reuses its prepared rows is shown by test_smoke's same-seed pair
 
 
+def train_losses(run: Path) -> dict[int, float]:
+    """Step -> training loss from a run's metrics.jsonl; fails if a step was logged twice (two writers)."""
+    records = runs.read_jsonl(run / "metrics.jsonl")
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
 @pytest.mark.slow
 @pytest.mark.long
-def test_two_resumes_at_once_one_is_refused_and_a_dead_holders_lock_is_taken_over(project, step_reached):
+def test_sigterm_then_two_resumes_at_once_one_refused_the_other_equals_an_uninterrupted_run(project, cli, tmp_path,
+                                                                                          step_reached):
+    """`pipeline train` for real, two epochs (36 steps, a checkpoint at the end of each): SIGTERM past the
+    first checkpoint; the holder's lock left as if it had died holding it; two `--resume` at once. One is
+    refused, the other takes the lock over, resumes from checkpoint-18 and ends with the losses of a run
+    that was never stopped (optimizer, scheduler, RNG and data order restored), each step logged once."""
+    two_epochs = ("--set", "num_epochs=2")
+    whole = train_losses(run_ok(cli, tmp_path / "whole", "train", TINY, *two_epochs))
+    assert sorted(whole) == list(range(1, 37))
+    assert whole[36] < whole[1] - 2.0  # it visibly learns: ~7.6 -> ~4.8 on the tiny model
+
     entries = project.entries()
-    first = project.start("train", TINY, "--set", "num_epochs=2")
-    step_reached(project.runs, 20, first)  # past the checkpoint at step 18
+    first = project.start("train", TINY, *two_epochs)
+    stopped_at = step_reached(project.runs, 21, first, timeout=300)  # past the checkpoint at step 18
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130, err[-3000:]
     (run,) = project.new_runs(entries)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["last_checkpoint"] == "checkpoint-18"
+    assert f"pipeline train --resume {run}" in err
+    assert 21 <= stopped_at < 36
     (run / ".lock").write_text(json.dumps({"pid": 2**22 + 7, "command": "pipeline train"}))  # died holding it
     before = project.snapshot()
 
@@ -305,12 +328,21 @@ def test_two_resumes_at_once_one_is_refused_and_a_dead_holders_lock_is_taken_ove
     # refused by the lock, or (if it looked later) by the manifest the winner had already marked running
     assert [r for r, _ in findings(loser)] in (["run-locked"], ["resume-running"]) and "Traceback" not in loser
     assert "named pid 4194311, which is gone; its lock is taken over" in winner
+    assert "from checkpoint-18 (step 18)" in winner
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "succeeded"
+    assert manifest["status"] == "succeeded" and manifest["summary"]["steps"] == 36
     assert [a["status"] for a in manifest["attempts"]] == ["interrupted", "succeeded"]
-    assert len(manifest["resumes"]) == 1
-    steps = [r["step"] for r in runs.read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
-    assert steps == list(range(1, 37))  # each step once: no second writer appended its own
+    assert len(manifest["resumes"]) == 1 and manifest["resumes"][0]["from_step"] == 18
+    # the steps the stopped attempt ran past its checkpoint were re-run; their first logs are archived
+    archived = [r["step"] for r in runs.read_jsonl(run / "metrics.attempt-1.jsonl") if r["kind"] == "train"]
+    assert max(archived) >= 21
+
+    resumed = train_losses(run)  # each step once: the refused resume appended nothing
+    assert sorted(resumed) == sorted(whole)
+    for step in whole:
+        assert math.isclose(resumed[step], whole[step], rel_tol=1e-5, abs_tol=1e-5), (step, resumed[step],
+                                                                                        whole[step])
+    assert (run / "output" / "adapter_model.safetensors").is_file()
     assert project.snapshot() == before
 
 
