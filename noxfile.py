@@ -60,6 +60,13 @@ def pipeline(session: nox.Session, *args: str) -> None:
 
 
 @nox.session
+def env(session: nox.Session) -> None:
+    """Build (or update) the locked environment in .nox/locked and nothing else: the step every other
+    session starts with, on its own (CI builds it once, then runs lint beside the image build)."""
+    locked(session)
+
+
+@nox.session
 def smoke(session: nox.Session) -> None:
     """3-step smoke of the real configs on a GPU, else of the tiny CPU config; prints the table."""
     pipeline(session, "smoke", *session.posargs)
