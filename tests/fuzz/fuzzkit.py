@@ -226,16 +226,13 @@ def one_line(finding: object) -> str:
 
 
 def cli(args: list[str], *, allowed: tuple[int, ...] = (0, 1, 2)) -> tuple[int, str, str]:
-    """`pipeline ARGS` in this process, bounded; asserts the exit code, no traceback, printable output."""
-    from pipeline import cli as entry
+    """`pipeline ARGS` in this process (support.run_here, from the current folder), bounded; asserts the exit
+    code, no traceback, printable output."""
+    from support import run_here
 
-    out, err = io.StringIO(), io.StringIO()
-    with bounded(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = entry.main(args)
-        except SystemExit as exc:  # argparse's own refusals
-            code = exc.code if isinstance(exc.code, int) else 2
-    stdout, stderr = out.getvalue(), err.getvalue()
+    with bounded():
+        done = run_here(*args, cwd=Path.cwd())
+    code, stdout, stderr = done.returncode, done.stdout, done.stderr
     said = stdout + stderr
     assert "Traceback" not in said, said[-3000:]
     assert code in allowed, f"exit {code}: {said[-3000:]}"
