@@ -393,12 +393,12 @@ def for_check(ctx: Any) -> dict[str, Any] | None:
     return {**choice.as_dict(), "asked": asked}
 
 
-def comment(record: Mapping[str, Any] | None) -> str:
-    """YAML comment lines for the resolved config: the computation chosen and the estimate behind it."""
+def comment(record: Mapping[str, Any] | None) -> list[str]:
+    """Comment lines (without `# `) for the resolved config: the computation chosen and the estimate behind it."""
     if not record:
-        return ""
+        return []
     summary = record["summary"]
     lines = [f"compute: fastest {summary}" if record.get("card_gib") else f"compute: fastest ({summary})"]
     if record.get("settings"):
         lines.append("set for it: " + ", ".join(f"{k}={v}" for k, v in record["settings"].items()))
-    return "".join(f"# {line}\n" for line in lines)
+    return lines

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from pipeline.core import safeio
-from pipeline.core.errors import Finding, UserError
+from pipeline.core.errors import Finding, UserError, printable
 
 #: file suffixes that mark a dataset `path` as a local file rather than a hub id
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt")
@@ -199,8 +199,72 @@ class ResolvedConfig:
     offline: bool
 
     def dump(self) -> str:
-        header = f"# Resolved by pipeline from {self.source.path} (sha256 {self.source.sha256[:12]}).\n"
-        return header + yaml.safe_dump(self.axolotl, sort_keys=False)
+        return generated_yaml([f"Resolved by pipeline from {self.source.path} (sha256 {self.source.sha256[:12]})."],
+                              self.axolotl)
+
+
+def generated_yaml(comments: Iterable[str], data: Mapping[str, Any]) -> str:
+    """The text of a YAML file pipeline generates: `comments` as `# ` lines, then `data`.
+
+    Contract: nothing from outside (a file name, a path, a run or model name, a `--set` value) can add
+    structure to the file. Each comment is made one printable line (`errors.printable` escapes line breaks,
+    YAML's NEL/LS/PS included, and every other control character), and values are written by PyYAML's safe
+    emitter, which quotes what needs quoting. As defence in depth the text is parsed back and must equal
+    `data` key for key; otherwise `GeneratedMismatch` names the first key that differs, and nothing should
+    be written.
+    """
+    head = "".join(f"# {printable(str(line))}\n" for line in comments)
+    text = head + yaml.safe_dump(dict(data), sort_keys=False)
+    difference = first_difference(yaml.safe_load(text), dict(data))
+    if difference is not None:
+        raise GeneratedMismatch(difference)
+    return text
+
+
+def run_config_text(path: Path, comments: Iterable[str], data: Mapping[str, Any]) -> str:
+    """`generated_yaml` for a run's config.yaml; a text that would not read back is the user's one line (the
+    config at `path` carried what broke it), exit 2."""
+    try:
+        return generated_yaml(comments, data)
+    except GeneratedMismatch as exc:
+        raise UserError.at(str(path), None, "resolved-mismatch",
+                           f"the run's config.yaml would not read back as resolved (at {exc.key!r}); nothing was "
+                           "launched: rename the file or value that carries line breaks or control characters") from None
+
+
+class GeneratedMismatch(ValueError):
+    """A generated YAML file did not parse back to what pipeline meant to write; `key` is the first that differs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the generated YAML does not parse back to what was meant at {key!r}")
+        self.key = key
+
+
+def first_difference(got: Any, want: Any, where: str = "") -> str | None:
+    """The dotted path of the first place `got` and `want` differ (NaN equals NaN), or None when equal."""
+    if isinstance(want, Mapping):
+        if not isinstance(got, Mapping):
+            return where or "<top>"
+        for key in [*want, *(k for k in got if k not in want)]:
+            if key not in got or key not in want:
+                return f"{where}.{key}" if where else str(key)
+            found = first_difference(got[key], want[key], f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(want, (list, tuple)):
+        if not isinstance(got, list) or len(got) != len(want):
+            return where or "<top>"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            found = first_difference(g, w, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(want, float) and isinstance(got, float) and want != want and got != got:
+        return None
+    if type(got) is not type(want) or got != want:
+        return where or "<top>"
+    return None
 
 
 def dataset_entries(cfg: Mapping[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
@@ -276,3 +340,18 @@ def resolve(loaded: LoadedConfig, overrides: Mapping[str, Any] | None = None, *,
         data_files.append(p.resolve())
     return ResolvedConfig(source=loaded, axolotl=data, settings=settings, data_files=data_files,
                           offline=offline)
+
+
+def remote_code_origin(cfg: Any, user: Mapping[str, Any], launched: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the launched config's `trust_remote_code` came from, for the manifest: `{"value": bool,
+    "from": "--set" | "config" | None}`.
+
+    Contract: the flag reaches axolotl only as the user's own config or `--set` gave it (`user`: the config
+    after overrides). Anything else, whatever produced it, raises before a run starts.
+    """
+    value = launched.get("trust_remote_code")
+    if value != user.get("trust_remote_code") or ("trust_remote_code" in launched) != ("trust_remote_code" in user):
+        raise RuntimeError("trust_remote_code in the resolved config differs from the user's config and --set")
+    origin = "--set" if "trust_remote_code" in cfg.overrides else "config" if "trust_remote_code" in user else None
+    return {"value": bool(value), "from": origin}
+

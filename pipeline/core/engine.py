@@ -225,9 +225,8 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
     """
     import hashlib
 
-    import yaml
-
     from pipeline.core import cache, provenance, runs, safeio, section
+    from pipeline.core.config import remote_code_origin, run_config_text
 
     cfg = resolved.source
     try:
@@ -245,14 +244,16 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
         axolotl_cfg = prepare(chosen, run.output_dir, cache.cache_dir(), resolved.data_files, hashes)
         for cut in drop_incomplete_prepared(Path(axolotl_cfg["dataset_prepared_path"])):
             print(f"note: removed {cut}: prepared data an earlier run left cut short", file=sys.stderr)
-        text = f"# Resolved by pipeline {stage} from {cfg.path}\n" + speed.comment(compute) \
-            + yaml.safe_dump(axolotl_cfg, sort_keys=False)
+        trusted = remote_code_origin(cfg, resolved.axolotl, axolotl_cfg)
+        text = run_config_text(cfg.path, [f"Resolved by pipeline {stage} from {cfg.path}", *speed.comment(compute)],
+                               axolotl_cfg)
         runs.write_atomic(run.path / "config.yaml", text)
         runs.write_atomic(run.path / "source.yaml", cfg.text)
         runs.start_manifest(run, stage=stage, config_path=cfg.path.resolve(), config_sha256=cfg.sha256,
                             resolved_sha256=hashlib.sha256(text.encode()).hexdigest(),
                             data_files=resolved.data_files, data_hashes=hashes, offline=resolved.offline,
-                            overrides=cfg.overrides, bounds=section.bounds(cfg), **manifest)
+                            overrides=cfg.overrides, bounds=section.bounds(cfg), trust_remote_code=trusted,
+                            **manifest)
     return run
 
 

@@ -117,7 +117,7 @@ MANIFEST_FIELDS: dict[str, type] = {
     **dict.fromkeys(("run", "stage", "status", "started", "finished", "host", "last_checkpoint", "adapter",
                      "problem"), str),
     **dict.fromkeys(("config", "data", "summary", "overrides", "bounds", "merge", "evaluate", "git",
-                     "versions", "hardware"), dict),
+                     "versions", "hardware", "trust_remote_code"), dict),
     **dict.fromkeys(("attempts", "resumes"), list),
     **dict.fromkeys(("pid", "exit_code", "world_size"), int), "offline": bool,
 }
@@ -207,7 +207,7 @@ def create(root: Path, config_name: str, stage: str) -> Run:
     except OSError as exc:
         raise unwritable(root, exc) from None
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{config_name}-{stage}"
+    base = f"{stamp}-{folder_label(config_name)}-{stage}"
     for n in range(1000):
         path = root / (base if n == 0 else f"{base}-{n}")
         try:
@@ -225,6 +225,19 @@ def create(root: Path, config_name: str, stage: str) -> Run:
                 os.fsync(fh.fileno())
         return run
     raise RuntimeError(f"could not create a run folder under {root}")
+
+
+#: the longest config label a run folder's name carries, in UTF-8 bytes (file systems allow 255 a name)
+LABEL_BYTES = 96
+
+
+def folder_label(config_name: str) -> str:
+    """The config's part of a run folder's name: its letters, digits and `._+-` kept, any other character (a
+    line break, a control character, a shell or YAML indicator, an undecodable byte) made `_`, and cut to
+    LABEL_BYTES, so a name a stranger chose never adds structure to a path, a table or a generated file."""
+    kept = "".join(c if (c.isalnum() and c.isprintable()) or c in "._+-" else "_" for c in config_name)
+    kept = kept.encode("utf-8", "replace")[:LABEL_BYTES].decode("utf-8", "ignore").strip("._") or "config"
+    return kept
 
 
 def unwritable(where: Path, exc: OSError) -> UserError:
