@@ -99,6 +99,8 @@ def facts_block(r: Report) -> list[str]:
                      f"{le_total}{s['warmup_steps']} warmup")
     elif s.get("note"):
         lines.append(f"  schedule   {s['note']}")
+    if w := f.get("loss"):
+        lines.append(f"  loss       {loss_line(w)}")
     if p := f.get("params"):
         extra = f" (LoRA {p['lora']:,} + saved modules {sum(p['modules_to_save'].values()):,})" \
             if p["modules_to_save"] else ""
@@ -118,6 +120,14 @@ def facts_block(r: Report) -> list[str]:
         what = "with pipeline.compute: fastest" if c.get("asked") else "pipeline.compute: fastest would choose"
         lines.append(f"  compute    {what} {c['summary']}")
     return lines
+
+
+def loss_line(w: dict[str, Any]) -> str:
+    """How the run weighs its tokens, in a few words (pipeline.in_axolotl.loss)."""
+    split = f"micro batch {w['micro_batch']} x accumulation {w['accumulation']}"
+    if w["weighting"] == "per-token":
+        return f"weighted per token over each step ({split}; another split trains the same)"
+    return f"a mean per micro batch ({split}; another split trains differently: pipeline.loss_weighting)"
 
 
 def compat_line(k: dict[str, Any]) -> str:

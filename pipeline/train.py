@@ -314,10 +314,10 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
                            f"restore it to resume, or start a new run on the new data")
     checkpoint = last_complete_checkpoint(run.output_dir)
     step = checkpoint_step(checkpoint) if checkpoint else 0
-    if (prepared := runs.prepared_data(run)) is not None:  # a disk that filled while axolotl saved it
-        from pipeline.core import engine
+    if (folder := runs.prepared_data(run)) is not None:  # a disk that filled while axolotl saved it
+        from pipeline.core import prepared
 
-        for cut in engine.drop_incomplete_prepared(prepared):
+        for cut in prepared.drop_incomplete_prepared(folder):
             print(f"note: removed {cut}: prepared data the last attempt left cut short", file=sys.stderr)
     try:
         discarded = discard_after(run.output_dir, step)

@@ -19,6 +19,7 @@ from pipeline.checks.schema import axolotl_validation, drop_covered, unknown_key
 from pipeline.checks.target import Target, target_for
 from pipeline.core.config import PIPELINE_KEY, LoadedConfig
 from pipeline.core.errors import Finding
+from pipeline.core.section import LOSS_WEIGHTINGS
 
 T = TypeVar("T")
 
@@ -97,11 +98,20 @@ def facts(ctx: Context) -> dict[str, Any]:
         "adapter": ctx.adapter or "full fine-tune",
         "data": [d.stats() for d in ctx.sets],
         "schedule": ctx.schedule.as_dict(),
+        "loss": _loss_facts(ctx),
     }
     out["compat"] = unless_rejected(ctx, lambda: compat.facts(ctx), dict[str, Any]())
     if ctx.shape is not None:
         out.update(unless_rejected(ctx, lambda: _model_facts(ctx), dict[str, Any]()))
     return out
+
+
+def _loss_facts(ctx: Context) -> dict[str, Any]:
+    """How a step's loss weighs its tokens (`pipeline.loss_weighting`), and the split it applies to."""
+    section = ctx.loaded.section
+    weighting = section.get("loss_weighting") if section.get("loss_weighting") in LOSS_WEIGHTINGS else LOSS_WEIGHTINGS[0]
+    return {"weighting": weighting, "micro_batch": ctx.get("micro_batch_size", 1),
+            "accumulation": ctx.get("gradient_accumulation_steps", 1)}
 
 
 def _model_facts(ctx: Context) -> dict[str, Any]:

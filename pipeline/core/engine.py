@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.in_axolotl import ENTRY, LAUNCHED_ENV, METRICS_ENV, PLUGINS, PROFILE_ENV  # noqa: F401 - the contract, re-exported
+from pipeline.core.prepared import drop_incomplete_prepared, prepared_key
+from pipeline.in_axolotl import ENTRY, LAUNCHED_ENV, METRICS_ENV, PLUGINS, PROFILE_ENV, TOKEN_LOSS_PLUGIN  # noqa: F401 - the contract
 
 #: "0" turns the bytecode cache below off
 PYCACHE_ENV = "PIPELINE_PYCACHE"
@@ -104,8 +105,10 @@ SMALL_DATA_BYTES = 32 * 2**20
 
 
 def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
-            data_files: list[Path] | None = None, data_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The config axolotl runs: output into the run folder, the recorder plugin, prepared data keyed by content.
+            data_files: list[Path] | None = None, data_hashes: Mapping[str, str] | None = None,
+            loss_weighting: str = "per-token") -> dict[str, Any]:
+    """The config axolotl runs: output into the run folder, our plugins (the per-token loss's unless
+    `loss_weighting` is "per-micro-batch"), prepared data keyed by content.
 
     Small data (at most SMALL_DATA_BYTES, 32 MiB, over all data files) gets `dataset_num_proc: 1` unless
     the config sets `dataset_num_proc` or `dataset_processes`. Axolotl defaults to one process per core,
@@ -129,89 +132,10 @@ def prepare(axolotl_cfg: Mapping[str, Any], output_dir: Path, cache: Path,
     base = Path(cfg.get("dataset_prepared_path") or cache / "prepared")
     cfg["dataset_prepared_path"] = str(base / prepared_key(cfg, data_hashes or {}))
     plugins = list(cfg.get("plugins") or [])
-    plugins += [p for p in PLUGINS if p not in plugins]
+    ours = [*PLUGINS, TOKEN_LOSS_PLUGIN] if loss_weighting == "per-token" else list(PLUGINS)
+    plugins += [p for p in ours if p not in plugins]
     cfg["plugins"] = plugins
     return cfg
-
-
-#: top-level settings that change what axolotl's data preparation produces (axolotl's own hash fields,
-#: utils/data/shared.py, and the few beyond them that decide which rows are kept)
-PREPARED_SETTINGS = (
-    "sequence_len", "sample_packing", "eval_sample_packing", "group_by_length", "kd_temperature",
-    "dataset_exact_deduplication", "added_tokens_overrides", "chat_template", "chat_template_jinja",
-    "chat_template_kwargs", "default_system_message", "eot_tokens", "sample_packing_bin_size",
-    "sample_packing_group_size", "sample_packing_sequentially", "special_tokens", "train_on_inputs",
-    "val_set_size", "seed", "excess_length_strategy", "min_sample_len", "tokens", "tokenizer_type",
-    "tokenizer_config", "base_model", "base_model_config", "dataset_shard_num", "dataset_shard_idx",
-    "skip_prepare_dataset", "is_preprocess",
-)
-#: files of a tokenizer folder whose bytes decide how text becomes tokens
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
-
-
-def prepared_key(cfg: Mapping[str, Any], data_hashes: Mapping[str, str]) -> str:
-    """The prepared-data folder's name: every data file's sha256, the dataset entries and the settings
-    axolotl keys on, and the tokenizer's own files (a local tokenizer rebuilt under the same path counts)."""
-    import hashlib
-    import json
-
-    tokenizer = str(cfg.get("tokenizer_config") or cfg.get("base_model") or "")
-    tokenizer_files: dict[str, str] = {}
-    if tokenizer and Path(tokenizer).is_dir():
-        for name in TOKENIZER_FILES:
-            f = Path(tokenizer) / name
-            if f.is_file():
-                tokenizer_files[name] = hashlib.sha256(f.read_bytes()).hexdigest()
-    payload = {
-        "data": dict(sorted(data_hashes.items())),
-        "datasets": [cfg.get("datasets"), cfg.get("test_datasets")],
-        "settings": {k: cfg.get(k) for k in PREPARED_SETTINGS},
-        "tokenizer": {"ref": tokenizer, "revision": cfg.get("revision_of_model"), "files": tokenizer_files},
-    }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-#: axolotl's lock over a prepared-data folder while it prepares into it (utils/data/lock.py, a filelock)
-PREPARE_LOCK = "datasets_prep.lock"
-
-
-def drop_incomplete_prepared(folder: Path) -> list[Path]:
-    """Remove what an axolotl that died while saving prepared data (a full disk, a kill) left in `folder`,
-    one content key's folder: each split the `datasets` library writes as arrow files, then state.json and
-    dataset_info.json last, so a split without both whole is cut short, and the next axolotl would fail
-    to load it for ever. Nothing is touched while another axolotl holds the folder's lock (it is preparing
-    now) or where the folder cannot be written. Returns what was removed."""
-    import fcntl
-    import json
-    import re
-    import shutil
-
-    hashed = re.compile(r"[0-9a-f]{32}")  # prepared_key's names, and axolotl's for each split: nothing else
-    if not hashed.fullmatch(folder.name):
-        return []
-    try:
-        fd = os.open(folder / PREPARE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError:  # no such folder yet, or one that cannot be written: nothing this run could clean
-        return []
-    gone = []
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        for split in sorted(p for p in folder.iterdir() if p.is_dir() and hashed.fullmatch(p.name)):
-            try:
-                whole = all(isinstance(json.loads((split / name).read_text()), dict)
-                            for name in ("state.json", "dataset_info.json"))
-            except (OSError, ValueError):
-                whole = (split / "dataset_dict.json").is_file()
-            if not whole:
-                shutil.rmtree(split, ignore_errors=True)
-                gone.append(split)
-    except OSError:  # held by a preparing axolotl (BlockingIOError), or the folder vanished
-        pass
-    finally:
-        os.close(fd)
-    return gone
 
 
 def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any:
@@ -241,7 +165,8 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
         manifest["compute"] = compute
     run = runs.create(runs_dir, cfg.name, stage)
     with runs.setting_up(run):
-        axolotl_cfg = prepare(chosen, run.output_dir, cache.cache_dir(), resolved.data_files, hashes)
+        weighting = section.loss_weighting(cfg)
+        axolotl_cfg = prepare(chosen, run.output_dir, cache.cache_dir(), resolved.data_files, hashes, weighting)
         for cut in drop_incomplete_prepared(Path(axolotl_cfg["dataset_prepared_path"])):
             print(f"note: removed {cut}: prepared data an earlier run left cut short", file=sys.stderr)
         trusted = remote_code_origin(cfg, resolved.axolotl, axolotl_cfg)
@@ -253,7 +178,7 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
                             resolved_sha256=hashlib.sha256(text.encode()).hexdigest(),
                             data_files=resolved.data_files, data_hashes=hashes, offline=resolved.offline,
                             overrides=cfg.overrides, bounds=section.bounds(cfg), trust_remote_code=trusted,
-                            **manifest)
+                            loss_weighting=weighting, **manifest)
     return run
 
 

@@ -18,6 +18,9 @@ reads from it is declared in SCHEMA below, so a misspelt key is found by `pipeli
       compute: fastest             # how the same training is computed: as_written (default) or the fastest
                                    # that fits the card (pipeline.checks.speed)
       compute_gpu_mem: 32GiB       # choose for this card's memory rather than the GPU here
+      loss_weighting: per-token    # each trainable token of a global batch weighs the same, however it is split
+                                   # into micro batch x accumulation (default); per-micro-batch: axolotl 0.19's
+                                   # mean per micro batch, averaged over accumulation (pipeline.in_axolotl.loss)
 
 `--set pipeline.bounds.peak_vram_gib=30` reaches this section like any other key: the stages check and
 use the config after the overrides. A new setting is one entry in SCHEMA (and a row in docs/check.md).
@@ -44,6 +47,10 @@ GATES: dict[str, tuple[str, str]] = {
     "content_min": ("tuned content-word recall at least {v}", "min"),
 }
 DEFAULT_GATES = {"val_loss_drop": 0.0}
+#: `pipeline.loss_weighting` values: each trainable token of a global batch weighs the same (default, the
+#: pipeline.in_axolotl.loss plugin), or axolotl 0.19's own mean per micro batch averaged over accumulation (to
+#: reproduce a run made before pipeline weighted per token)
+LOSS_WEIGHTINGS = ("per-token", "per-micro-batch")
 DEFAULT_TERMS = "data/style_terms.txt"
 DEFAULT_HELDOUT = "data/general_heldout.txt"
 
@@ -82,6 +89,10 @@ def _compute(value: Any) -> str | None:
     return None if value in ("as_written", "fastest") else f"must be as_written or fastest, not {value!r}"
 
 
+def _weighting(value: Any) -> str | None:
+    return None if value in LOSS_WEIGHTINGS else f"must be {' or '.join(LOSS_WEIGHTINGS)}, not {value!r}"
+
+
 def _memory(value: Any) -> str | None:
     from pipeline.checks.cards import parse_memory
 
@@ -105,6 +116,7 @@ SCHEMA: dict[str, Any] = {
     },
     "compute": _compute,
     "compute_gpu_mem": _memory,
+    "loss_weighting": _weighting,
 }
 
 #: the rule id for an unknown key / a wrong shape, by where it is: documented ids (docs/check.md), a public
@@ -179,6 +191,11 @@ def _checked(loaded: LoadedConfig) -> dict[str, Any]:
 def smoke_steps(loaded: LoadedConfig) -> int | None:
     """`pipeline.smoke.max_steps`, or None where unset."""
     return (_checked(loaded).get("smoke") or {}).get("max_steps")
+
+
+def loss_weighting(loaded: LoadedConfig) -> str:
+    """`pipeline.loss_weighting` (validated): "per-token" unless the config asks for "per-micro-batch"."""
+    return str(_checked(loaded).get("loss_weighting") or LOSS_WEIGHTINGS[0])
 
 
 def bounds(loaded: LoadedConfig) -> dict[str, Any]:

@@ -9,6 +9,8 @@ the launcher tells them. This file imports nothing heavy, so both sides can read
 - `entry`: runs `axolotl.cli.<command>` and skips the interpreter's teardown after success;
 - `recorder`: the metrics recorder plugin (metrics.jsonl: steps, memory peaks, phases);
 - `seeding`: seeds what axolotl leaves unseeded, so a run repeats;
+- `loss`: weights the loss per token across gradient accumulation and ranks (listed unless
+  `pipeline.loss_weighting: per-micro-batch`);
 - `profiling`: torch's profiler over one optimizer step (`--profile-step`).
 """
 
@@ -20,5 +22,7 @@ LAUNCHED_ENV = "PIPELINE_LAUNCHED_AT"
 PROFILE_ENV = "PIPELINE_PROFILE_STEP"
 #: the plugins the resolved config lists, by name (axolotl imports them in its own process)
 PLUGINS = ("pipeline.in_axolotl.recorder.MetricsRecorder", "pipeline.in_axolotl.seeding.SeedAdapter")
+#: the per-token loss plugin (pipeline.in_axolotl.loss), listed after PLUGINS where the run weights per token
+TOKEN_LOSS_PLUGIN = "pipeline.in_axolotl.loss.TokenWeightedLoss"
 #: the module the launcher runs axolotl's CLI through
 ENTRY = "pipeline.in_axolotl.entry"

@@ -26,6 +26,7 @@ import pytest
 from support import run_here
 
 from pipeline.core import engine, runs
+from pipeline.core import prepared as prepared_data
 
 pytestmark = pytest.mark.faults
 
@@ -156,7 +157,7 @@ def prepared(tmp_path: Path, *files: str) -> Path:
 ])
 def test_prepared_data_cut_short_is_dropped_before_axolotl_reads_it(tmp_path, files, kept):
     folder = prepared(tmp_path, *files)
-    gone = engine.drop_incomplete_prepared(folder)
+    gone = prepared_data.drop_incomplete_prepared(folder)
     assert (folder / SPLIT).exists() is kept and gone == ([] if kept else [folder / SPLIT])
 
 
@@ -164,13 +165,13 @@ def test_prepared_data_being_written_now_is_left_alone(tmp_path):
     import fcntl
 
     folder = prepared(tmp_path)  # cut short, but another axolotl is preparing it: it holds the lock
-    fd = os.open(folder / engine.PREPARE_LOCK, os.O_RDWR | os.O_CREAT)
+    fd = os.open(folder / prepared_data.PREPARE_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        assert engine.drop_incomplete_prepared(folder) == [] and (folder / SPLIT).exists()
+        assert prepared_data.drop_incomplete_prepared(folder) == [] and (folder / SPLIT).exists()
     finally:
         os.close(fd)
-    assert engine.drop_incomplete_prepared(tmp_path / "prepared") == []  # not a content key: never touched
+    assert prepared_data.drop_incomplete_prepared(tmp_path / "prepared") == []  # not a content key: never touched
 
 
 @pytest.fixture
