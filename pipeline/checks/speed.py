@@ -21,8 +21,12 @@ transformers, peft and torch settings that leave the training itself unchanged a
 - attention: the flash-attn package where it is installed, else torch's own SDPA (never eager);
 - gradient checkpointing: off where every layer's activations fit; else every n-th layer only
   (transformers' `every_n_layers`), the most layers kept that fit; else as written;
-- micro batch x accumulation: never traded, even at the same global batch (MICRO_BATCH_WHY: axolotl
-  weights the loss per micro batch, so the split changes what is trained);
+- micro batch x accumulation: the largest micro batch that divides the global batch and fits, accumulation
+  lowered to keep the global batch, where the loss is weighted per token (pipeline.in_axolotl.loss, so the
+  split does not change what is trained) and every packed sequence an epoch still trains (Reach: axolotl's
+  packing sampler drops an epoch's incomplete last micro batch, so with packing the split changes only where
+  the packed sequences an epoch are known exactly and fill whole micro batches, or the run ends before the
+  epoch's last one);
 - torch.compile: left as written (COMPILE_WHY; benchmarks/README.md).
 
 The choice and the estimates that justify it go into the run's resolved config (a comment) and its
@@ -43,7 +47,8 @@ from pipeline.checks.memory import ESTIMATE_TOLERANCE, fits, margin_gib
 #: the only axolotl settings the choice may change: how the training is computed, never what it trains
 COMPUTATION_KEYS = frozenset({
     "gradient_checkpointing", "gradient_checkpointing_kwargs", "sdp_attention", "flash_attention", "plugins",
-    "liger_rope", "liger_rms_norm", "liger_fused_linear_cross_entropy",
+    "liger_rope", "liger_rms_norm", "liger_fused_linear_cross_entropy", "micro_batch_size",
+    "gradient_accumulation_steps", "multipack_real_batches",
 })
 LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
 #: model types Liger's RMSNorm, RoPE and fused loss patch (liger_kernel 0.8's MODEL_TYPE_TO_APPLY_LIGER_FN)
@@ -74,6 +79,29 @@ class Room:
         if self.bound_gib is not None and self.bound_gib < usable:
             text = f"the config's bound pipeline.bounds.peak_vram_gib {self.bound_gib:g} GiB (the card: {text})"
         return text
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a run will train, as the check knows it: the loss weighting, the sequences an epoch (rows, or packed
+    sequences with sample_packing) and whether that count is exact, and the optimizer steps planned."""
+
+    weighting: str = "per-token"
+    sequences: int | None = None
+    exact: bool = False
+    planned_steps: int | None = None
+
+    def keeps_every_sequence(self, packing: bool, micro: int, global_batch: int) -> str | None:
+        """None where micro batch `micro` trains every sequence micro batch 1 does; else why not."""
+        if not packing:
+            return None  # the unpacked loader keeps an epoch's last short batch
+        if self.sequences is None or not self.exact:
+            return "the packed sequences an epoch are not known exactly here"
+        tail = self.sequences % micro
+        if tail == 0 or (self.planned_steps is not None and self.planned_steps * global_batch <= self.sequences - tail):
+            return None
+        return (f"{self.sequences} packed sequences an epoch leave {tail} in an incomplete micro batch of {micro}, "
+                "which axolotl's packing sampler drops")
 
 
 @dataclass
@@ -152,12 +180,13 @@ def tokens_per_micro_batch(cfg: Mapping[str, Any], max_len: int | None = None) -
 
 def choose(shape: shapes.Shape | None, cfg: Mapping[str, Any], adapter: str, card_gib: float | None, *,
            card: str | None = None, bound_gib: float | None = None, max_len: int | None = None,
-           flash_installed: bool | None = None) -> Choice:
+           flash_installed: bool | None = None, reach: Reach | None = None) -> Choice:
     """The fastest computation of `cfg`'s training whose estimate fits a card of `card_gib` GiB.
 
     adapter: lora, qlora or full; bound_gib: the config's pipeline.bounds.peak_vram_gib, which the chosen
     peak must keep (the smoke judges it); max_len: the longest row in tokens, where known (unpacked data);
-    flash_installed: whether the flash-attn package imports (default: looked up here)."""
+    flash_installed: whether the flash-attn package imports (default: looked up here); reach: what the run
+    trains, which decides whether the split of the global batch may change (unknown: it stays as written)."""
     if card_gib is None:
         return Choice(card, None, note="no card to choose for (no GPU here and none named with "
                                        "pipeline.compute_gpu_mem or --gpu-mem): computed as written")
@@ -176,7 +205,10 @@ def choose(shape: shapes.Shape | None, cfg: Mapping[str, Any], adapter: str, car
     levers.append(lever)
     if lever.chosen:
         current.update(lever.settings)
-    levers.append(_micro_batch(current))
+    lever = _micro_batch(shape, current, adapter, room, max_len, reach or Reach(sequences=None))
+    levers.append(lever)
+    if lever.chosen:
+        current.update(lever.settings)
     levers.append(Lever("compile", False, COMPILE_WHY))
     chosen = estimate.peak_vram(shape, current, adapter, tokens_per_micro_batch(current, max_len))
     choice = Choice(card, card_gib, levers, written, chosen, bound_gib=bound_gib)
@@ -267,18 +299,37 @@ def _every_n_ladder(layers: int, now: int) -> list[int]:
     return [seen[k] for k in sorted(seen)]
 
 
-#: axolotl 0.19's forward takes no num_items_in_batch: the loss is a mean per micro batch, then over accumulation
-MICRO_BATCH_WHY = ("micro batch {mbs} x accumulation {ga} kept: axolotl averages the loss per micro batch, then "
-                   "over accumulation, so another split of the same global batch weights tokens differently (a "
-                   "micro batch of 4 drifted 0.94% in 6 steps on the H200)")
-
-
-def _micro_batch(cfg: Mapping[str, Any]) -> Lever:
+def _micro_batch(shape: shapes.Shape, cfg: Mapping[str, Any], adapter: str, room: Room, max_len: int | None,
+                 reach: Reach) -> Lever:
+    """The largest micro batch that divides the global batch, keeps every sequence and fits, accumulation lowered
+    to keep the global batch: fewer, larger launches of the same training."""
     mbs = max(_int(cfg.get("micro_batch_size"), 1), 1)
     ga = max(_int(cfg.get("gradient_accumulation_steps"), 1), 1)
+    keep = f"micro batch {mbs} x accumulation {ga} kept"
     if ga == 1:
         return Lever("micro_batch", False, f"micro batch {mbs} x accumulation 1: one micro batch a step already")
-    return Lever("micro_batch", False, MICRO_BATCH_WHY.format(mbs=mbs, ga=ga))
+    if reach.weighting != "per-token":
+        return Lever("micro_batch", False, f"{keep}: with pipeline.loss_weighting: {reach.weighting} the loss is a "
+                                           "mean per micro batch, so another split weights tokens differently")
+    packing = bool(cfg.get("sample_packing"))
+    if packing and mbs > 1 and not cfg.get("multipack_real_batches"):
+        return Lever("micro_batch", False, f"{keep}: its packed micro batches are single bins of {mbs} sequences")
+    total = mbs * ga
+    tried: list[str] = []
+    for micro in sorted((m for m in range(mbs + 1, total + 1) if total % m == 0 and m % mbs == 0), reverse=True):
+        settings: dict[str, Any] = {"micro_batch_size": micro, "gradient_accumulation_steps": total // micro}
+        if packing:
+            settings["multipack_real_batches"] = True  # bins of sequence_len, as at micro batch 1
+        if (why := reach.keeps_every_sequence(packing, micro, total)) is not None:
+            tried.append(f"{micro}: {why}")
+            continue
+        ok, e = _fits(shape, {**cfg, **settings}, adapter, room, max_len)
+        if ok:
+            return Lever("micro_batch", True, f"micro batch {micro} x accumulation {total // micro} (the same global "
+                                              f"batch of {total}, weighted per token: ~{e.needs_gib:.1f} GiB)", settings)
+        tried.append(f"{micro}: ~{e.needs_gib:.1f} GiB")
+    return Lever("micro_batch", False, f"{keep}: " + ("; ".join(tried[-2:]) if tried else "no larger divisor")
+                 + (f", +{ESTIMATE_TOLERANCE:.0%}, against {room.describe()}" if any("GiB" in t for t in tried) else ""))
 
 
 def _int(value: Any, default: int) -> int:
@@ -288,45 +339,12 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
-def local_card() -> tuple[str, float] | None:
-    """The first visible GPU's name and memory in GiB (NVML; torch where NVML does not answer), or None."""
-    import os
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return None
-    first = (visible or "0").split(",")[0].strip()
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(first)) if first.isdigit()
-                      else pynvml.nvmlDeviceGetHandleByUUID(first))
-            name = pynvml.nvmlDeviceGetName(handle)
-            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
-        finally:
-            pynvml.nvmlShutdown()
-        return (name.decode() if isinstance(name, bytes) else str(name)), total / estimate.GIB
-    except Exception:  # noqa: BLE001 - no pynvml or no NVIDIA driver: torch may still see a GPU
-        pass
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        props = torch.cuda.get_device_properties(0)
-        return str(props.name), props.total_memory / estimate.GIB
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def card_for(settings: Mapping[str, Any]) -> tuple[str | None, float | None]:
     """The card a run chooses for: `pipeline.compute_gpu_mem` where set, else the GPU here (None, None: none)."""
     wanted = settings.get("compute_gpu_mem")
     if wanted is not None:
         return None, cards.parse_memory(str(wanted))
-    local = local_card()
+    local = cards.local_card()
     return local if local is not None else (None, None)
 
 
@@ -382,14 +400,17 @@ def for_check(ctx: Any) -> dict[str, Any] | None:
             card, card_gib = None, cards.parse_memory(str(settings["compute_gpu_mem"]))
         except ValueError:
             return None  # the section's own check reports it
-    elif card_gib is None and ctx.target.why == "the GPU here" and (local := local_card()) is not None:
+    elif card_gib is None and ctx.target.why == "the GPU here" and (local := cards.local_card()) is not None:
         card, card_gib = local
     if card_gib is None and not asked:
         return None
     lengths = [n for d in ctx.sets if d.key == "datasets" for n in (d.lengths or [])]
     adapter = ctx.adapter or "full"
+    sched = ctx.schedule
+    reach = Reach(weighting=str(settings.get("loss_weighting") or "per-token"), sequences=sched.sequences,
+                  exact=bool(sched.exact), planned_steps=sched.total_steps if sched.total_exact else None)
     choice = choose(ctx.shape, ctx.cfg, adapter, card_gib, card=card, bound_gib=bound_of(settings),
-                    max_len=max(lengths) if lengths else None)
+                    max_len=max(lengths) if lengths else None, reach=reach)
     return {**choice.as_dict(), "asked": asked}
 
 

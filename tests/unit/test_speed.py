@@ -92,12 +92,21 @@ def test_where_nothing_faster_fits_it_says_so(llama8b):
 
 
 @pytest.mark.parametrize("extra", [{}, {"sample_packing": False, "sequence_len": 1024}])
-def test_the_micro_batch_is_never_traded_for_accumulation(llama8b, extra):
+def test_with_axolotls_own_weighting_the_micro_batch_is_never_traded_for_accumulation(llama8b, extra):
     cfg = {**written(LORA), **extra}
-    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False)
+    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False,
+                     reach=speed.Reach(weighting="per-micro-batch", sequences=600, exact=True))
     (mb,) = [lever for lever in c.levers if lever.name == "micro_batch"]
     assert not mb.chosen and "weights tokens differently" in mb.why
     assert "micro_batch_size" not in c.settings and "gradient_accumulation_steps" not in c.settings
+
+
+def test_unpacked_rows_change_the_split_whatever_the_data(llama8b):
+    """The unpacked loader keeps an epoch's last short batch, so no sequence count is needed."""
+    cfg = {**written(LORA), "sample_packing": False, "sequence_len": 1024}
+    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False)
+    assert c.settings["micro_batch_size"] == 4 and "multipack_real_batches" not in c.settings
+    same_training(cfg, {**cfg, **c.settings})
 
 
 def test_attention_backend(llama8b):
@@ -189,3 +198,40 @@ def test_a_cpu_run_is_computed_as_written(tmp_path, monkeypatch):
     run.lock.release()
     assert run.manifest()["compute"]["note"] == "no GPU here: a CPU run is computed as written"
     assert yaml.safe_load((run.path / "config.yaml").read_text())["gradient_checkpointing"] is True
+
+
+BIG_DATA = speed.Reach(sequences=600, exact=True, planned_steps=6)
+
+
+@pytest.mark.parametrize(("card", "micro"), [(H200, 4), (80.0, 2)])
+def test_a_larger_card_takes_a_larger_micro_batch_of_the_same_global_batch(llama8b, card, micro):
+    cfg = written(LORA)
+    c = speed.choose(llama8b, cfg, "lora", card, flash_installed=False, reach=BIG_DATA)
+    assert c.settings["micro_batch_size"] == micro and c.settings["gradient_accumulation_steps"] == 4 // micro
+    assert c.settings["multipack_real_batches"] is True and c.settings["gradient_checkpointing"] is False
+    same_training(cfg, {**cfg, **c.settings})
+    assert c.chosen is not None and fits(c.chosen, card)
+    bigger = speed.choose(llama8b, {**cfg, "micro_batch_size": micro * 2 if micro < 4 else 4}, "lora", card,
+                          flash_installed=False, reach=BIG_DATA)
+    assert bigger.chosen is not None
+
+
+@pytest.mark.parametrize(("reach", "why"), [
+    (speed.Reach(weighting="per-micro-batch", sequences=600, exact=True), "mean per micro batch"),
+    (speed.Reach(sequences=600, exact=False, planned_steps=6), "not known exactly"),
+    (speed.Reach(sequences=13, exact=True, planned_steps=6), "drops"),
+    (None, "not known exactly"),
+])
+def test_the_split_stays_where_it_would_change_what_trains(llama8b, reach, why):
+    cfg = written(LORA)
+    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False, reach=reach)
+    lever = next(v for v in c.levers if v.name == "micro_batch")
+    assert not lever.chosen and why in lever.why
+    assert "micro_batch_size" not in c.settings
+
+
+def test_whole_micro_batches_or_a_run_that_ends_before_the_tail_keep_every_sequence():
+    assert speed.Reach(sequences=12, exact=True).keeps_every_sequence(True, 4, 4) is None
+    assert speed.Reach(sequences=13, exact=True, planned_steps=3).keeps_every_sequence(True, 4, 4) is None
+    assert speed.Reach(sequences=13, exact=True, planned_steps=4).keeps_every_sequence(True, 4, 4) is not None
+    assert speed.Reach(sequences=None).keeps_every_sequence(False, 4, 4) is None  # unpacked: nothing is dropped
