@@ -28,6 +28,10 @@ def estimates(ctx: Context) -> dict[str, estimate.Estimate]:
 #: how far a measured peak may lie above the estimate, as a fraction of it: the bound
 #: tests/unit/test_estimate_measured.py holds every measured row of docs/check.md to (benchmarks/README.md)
 ESTIMATE_TOLERANCE = 0.05
+#: how far a measured peak may lie above the estimate when judged against a config's own peak_vram_gib bound: the
+#: worst of the measured rows lay 1.6% above its estimate (benchmarks/README.md). A bound a run breaks fails its
+#: smoke with one line, where a card it overflows fails mid-run, so the card keeps ESTIMATE_TOLERANCE.
+BOUND_TOLERANCE = 0.02
 
 
 def margin_gib(card_gib: float) -> float:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.checks import cards, estimate, shapes
-from pipeline.checks.memory import ESTIMATE_TOLERANCE, fits, margin_gib
+from pipeline.checks.memory import BOUND_TOLERANCE, ESTIMATE_TOLERANCE, fits, margin_gib
 
 #: the only axolotl settings the choice may change: how the training is computed, never what it trains
 COMPUTATION_KEYS = frozenset({
@@ -69,9 +69,10 @@ class Room:
     bound_gib: float | None = None
 
     def fits(self, e: estimate.Estimate) -> bool:
-        """The estimate, raised by its tolerance, fits the card less its margin and stays under the bound."""
+        """The estimate, raised by its tolerance, fits the card less its margin, and raised by BOUND_TOLERANCE
+        stays under the bound."""
         return fits(e, self.card_gib) and (self.bound_gib is None
-                                            or e.needs_gib * (1 + ESTIMATE_TOLERANCE) <= self.bound_gib)
+                                            or e.needs_gib * (1 + BOUND_TOLERANCE) <= self.bound_gib)
 
     def describe(self) -> str:
         usable = self.card_gib - margin_gib(self.card_gib)

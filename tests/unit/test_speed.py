@@ -79,7 +79,7 @@ def test_axolotl_defaults_get_the_fused_kernels_too(llama8b, path, card):
 
 
 def test_the_configs_own_peak_bound_is_kept_and_said(llama8b):
-    c = choose(llama8b, LORA, H200, bound=20.0)  # the shipped bound: what the config promises a 32 GB card
+    c = choose(llama8b, LORA, H200, bound=20.0)  # a bound under what stopping recomputation needs
     assert c.settings == {}
     assert c.summary().startswith("for a 141 GiB card: nothing faster fits")
     assert "pipeline.bounds.peak_vram_gib 20 GiB" in c.summary()
@@ -165,21 +165,30 @@ def test_a_run_records_the_choice_in_its_config_and_manifest(tmp_path, monkeypat
     assert compute["estimate_chosen"]["peak_gib"] > compute["estimate_as_written"]["peak_gib"]
 
 
+def as_written(path: Path, tmp_path: Path) -> Path:
+    """The shipped config without its `compute: fastest` and `compute_gpu_mem` (the settings as written)."""
+    lines = [line for line in path.read_text().splitlines() if not line.startswith(("  compute:", "  compute_gpu"))]
+    (tmp_path / path.name).write_text("\n".join(lines) + "\n")
+    return tmp_path / path.name
+
+
 def test_as_written_leaves_the_run_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    loaded = checks.with_overrides(config.load(LORA), {"base_model": "pipeline://random/llama-3.1-8b"})
+    loaded = checks.with_overrides(config.load(LORA), {"base_model": "pipeline://random/llama-3.1-8b",
+                                                       "pipeline.compute": "as_written"})
     run = engine.start_run("smoke", config.resolve(loaded, build_models=False), tmp_path / "runs")
     run.lock.release()
     assert "compute" not in run.manifest()
     assert not (run.path / "config.yaml").read_text().splitlines()[1].startswith("# compute")
 
 
-def test_check_shows_the_choice_per_card(monkeypatch):
+def test_check_shows_the_choice_per_card(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
-    report = checks.run(LORA, gpu="H200", gpu_mem_gib=H200, overrides={"pipeline.bounds.peak_vram_gib": 140})
+    plain = as_written(LORA, tmp_path)
+    report = checks.run(plain, gpu="H200", gpu_mem_gib=H200, overrides={"pipeline.bounds.peak_vram_gib": 140})
     assert report.facts["compute"]["settings"] == {"gradient_checkpointing": False}
     assert not report.facts["compute"]["asked"]
-    report = checks.run(LORA, gpu="RTX 5090", gpu_mem_gib=RTX5090,
+    report = checks.run(plain, gpu="RTX 5090", gpu_mem_gib=RTX5090,
                         overrides={"pipeline.compute": "fastest", "pipeline.bounds.peak_vram_gib": 32})
     assert report.facts["compute"]["asked"]
     assert report.facts["compute"]["settings"]["gradient_checkpointing_kwargs"]["every_n_layers"] == 2
