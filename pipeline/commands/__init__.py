@@ -7,7 +7,7 @@ lists them. A command module holds everything about its command line and nothing
 - `register(subparsers)` adds the command's parser (help, description, options, an epilog of 1-3 examples)
   and sets `func=run` as its default; smoke and train also set `check_gpus=True`, which asks `cli.main` to
   check `--gpus` before anything starts.
-- `run(args) -> int` turns the parsed namespace into one call of its stage's `main(...)` (`pipeline/check.py`,
+- `run(args) -> int` turns the parsed namespace into one call of its stage's `main(...)` (`pipeline/stages/check.py`,
   `smoke.py`, ...; build-model calls `core/models`). The stage is imported inside `run`, so `pipeline --help`
   and a typo in an option import no torch and no axolotl.
 

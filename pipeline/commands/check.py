@@ -1,4 +1,4 @@
-"""`pipeline check`: config and data mistakes in seconds, with no GPU and no weights (stage: pipeline/check.py)."""
+"""`pipeline check`: config and data mistakes in seconds, with no GPU and no weights (stage: pipeline/stages/check.py)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import check as stage
     from pipeline.core import config
+    from pipeline.stages import check as stage
 
     return stage.main(args.configs, output=args.format, strict=args.strict, gpu_mem=args.gpu_mem, gpu=args.gpu,
                       device=args.device, overrides=config.parse_overrides(args.overrides))

@@ -1,4 +1,4 @@
-"""`pipeline evaluate`: base vs tuned (and merged) on a run's validation set (stage: pipeline/evaluate.py)."""
+"""`pipeline evaluate`: base vs tuned (and merged) on a run's validation set (stage: pipeline/stages/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.run and args.latest:
         raise UserError.at("<command line>", None, "evaluate-which", "name a RUN or pass --latest, not both")
-    from pipeline import evaluate as stage
     from pipeline.core import runs
+    from pipeline.stages import evaluate as stage
 
     return stage.main(args.run, runs_dir=runs.runs_root(args.runs_dir))

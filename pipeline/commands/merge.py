@@ -1,4 +1,4 @@
-"""`pipeline merge`: a run's adapter into its base model, verified by the logits (stage: pipeline/merge.py)."""
+"""`pipeline merge`: a run's adapter into its base model, verified by the logits (stage: pipeline/stages/merge.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import merge as stage
     from pipeline.core import runs
+    from pipeline.stages import merge as stage
 
     return stage.main(args.run, auto=args.auto, force=args.force, runs_dir=runs.runs_root(args.runs_dir))

@@ -1,4 +1,4 @@
-"""`pipeline runs`: the run folders, from their manifests alone (stage: pipeline/runs_cmd.py)."""
+"""`pipeline runs`: the run folders, from their manifests alone (stage: pipeline/stages/runs.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import runs_cmd as stage
     from pipeline.core import runs
+    from pipeline.stages import runs as stage
 
     return stage.main(runs_dir=runs.runs_root(args.runs_dir), output=args.format)

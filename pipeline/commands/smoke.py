@@ -1,4 +1,4 @@
-"""`pipeline smoke`: each config for a few steps through axolotl, judged against its bounds (stage: pipeline/smoke.py)."""
+"""`pipeline smoke`: each config for a few steps through axolotl, judged against its bounds (stage: pipeline/stages/smoke.py)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import smoke as stage
     from pipeline.core import config, runs
+    from pipeline.stages import smoke as stage
 
     return stage.main(args.configs or default_configs(), max_steps=args.max_steps,
                       overrides=config.parse_overrides(args.overrides), runs_dir=runs.runs_root(args.runs_dir),

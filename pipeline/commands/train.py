@@ -1,4 +1,4 @@
-"""`pipeline train`: a config through axolotl in a new run folder, or `--resume` of one (stage: pipeline/train.py)."""
+"""`pipeline train`: a config through axolotl in a new run folder, or `--resume` of one (stage: pipeline/stages/train.py)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import train as stage
     from pipeline.core import config, runs
+    from pipeline.stages import train as stage
 
     cfg = args.config if args.config or args.resume is not None else default_train_config()
     return stage.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),

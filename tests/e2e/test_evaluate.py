@@ -56,7 +56,7 @@ def test_the_report_pngs_open_and_show_the_curves_and_bars(evaluated):
 
 
 def test_the_real_report_in_chromium_shows_each_model_side_by_side(evaluated, chromium, tmp_path):
-    from pipeline import report
+    from pipeline.stages import report
 
     run, result = evaluated
     shown = chromium(run / "eval" / "report.html", tmp_path)

@@ -156,7 +156,7 @@ def test_qlora_drift_comes_from_what_the_merge_round_trips_differently(cli, qlor
     quantization; that, and nothing else, is the drift the behaviour check allows for."""
     import bitsandbytes.functional as bnb_f
 
-    from pipeline import merge
+    from pipeline.stages import merge
 
     if not (qlora_run / "merged").exists():
         assert cli("merge", str(qlora_run)).returncode == 0

@@ -1,6 +1,6 @@
 """report.html as people see it: opened in headless Chromium (Debian's), screenshot taken, what is shown checked.
 
-The page is rendered by pipeline.report from a result made by evaluate's own helpers on the shipped
+The page is rendered by pipeline.stages.report from a result made by evaluate's own helpers on the shipped
 validation rows: the base "generations" are the plain source passages, the tuned and merged ones the
 reference rewrites, so the coined terms to highlight are known. The real evaluation's page is opened the
 same way in tests/e2e/test_evaluate.py.
@@ -13,8 +13,8 @@ from pathlib import Path
 from PIL import Image
 from support import ROOT
 
-from pipeline import evaluate, report
 from pipeline.core import inference, runs
+from pipeline.stages import evaluate, report
 
 SIZE = (1280, 4000)
 

@@ -7,8 +7,8 @@ import os
 import socket
 from pathlib import Path
 
-from pipeline import runs_cmd
 from pipeline.core import runs
+from pipeline.stages import runs as runs_cmd
 
 DEAD_PID = 2**22 + 12345  # above the default pid_max: no such process
 

@@ -110,7 +110,7 @@ def test_first_losses_match_the_stored_ones(smoke):
 def test_merge_on_the_real_model_matches_the_adapter(merged_run):
     import torch
 
-    from pipeline import evaluate
+    from pipeline.stages import evaluate
 
     check = json.loads((merged_run / "merge.json").read_text())
     assert check["ok"] and check["merged_dtype"] == "float32"

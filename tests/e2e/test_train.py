@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline import train
 from pipeline.core import runs
 from pipeline.core.errors import UserError
+from pipeline.stages import train
 
 
 def make_checkpoint(output: Path, step: int, *, state: str | None = "ok", weights: bool | str = True) -> Path:

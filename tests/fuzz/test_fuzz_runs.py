@@ -49,8 +49,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     """The work after the reading, replaced: axolotl (merge), the model loads (evaluate), an attempt (train)."""
-    from pipeline import evaluate, train
     from pipeline.core import engine
+    from pipeline.stages import evaluate, train
 
     def reached(*args: Any, **kwargs: Any) -> Any:
         raise Reached()
@@ -184,8 +184,9 @@ def read_metrics(body: bytes, step: int) -> None:
     progress lines, `pipeline runs` for a run killed before it recorded, and the rewind of --resume."""
     import io
 
-    from pipeline import runs_cmd, train
     from pipeline.core import runs, summary
+    from pipeline.stages import runs as runs_cmd
+    from pipeline.stages import train
 
     with tempfile.TemporaryDirectory(prefix="fuzz-metrics-") as tmp:
         run = runs.Run(Path(tmp))

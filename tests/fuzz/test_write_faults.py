@@ -229,14 +229,14 @@ def full_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 def measured(name: str, n: int) -> Any:
-    from pipeline.evaluate import Measured
+    from pipeline.stages.evaluate import Measured
 
     return Measured(name=name, val_loss=4.0, heldout_nll=5.0, generations=["The river swelled."] * n, chrf=50.0,
                     chrf_per_example=[50.0] * n, style=0.0, terms_per_generation=0.0, content=1.0, seconds=0.1)
 
 
 def test_an_evaluation_that_meets_a_full_disk_is_one_line_and_keeps_no_report(trained, monkeypatch):
-    from pipeline import evaluate
+    from pipeline.stages import evaluate
 
     run = trained / "runs" / fuzzkit.RUN
     monkeypatch.setattr(evaluate, "measure_all", lambda _run, _cfg, examples, *a: [measured("base", len(examples)),
@@ -251,7 +251,7 @@ def test_an_evaluation_that_meets_a_full_disk_is_one_line_and_keeps_no_report(tr
 
 
 def test_a_merge_that_meets_a_full_disk_is_one_line_and_leaves_no_merged_folder(trained, monkeypatch):
-    from pipeline import merge
+    from pipeline.stages import merge
 
     run = trained / "runs" / fuzzkit.RUN
 

@@ -8,7 +8,7 @@ package's `__init__` is a node of its own: `from pipeline.checks import data` de
 the parents' `__init__` first, but that is every submodule's edge and says nothing about the design).
 
 The stages are the modules a user's command runs (docs/architecture.md): `check`, `smoke`, `train`,
-`merge`, `evaluate`, `runs_cmd`; shared code goes down into `core/` or `checks/`, never sideways.
+`merge`, `evaluate`, `runs`; shared code goes down into `core/` or `checks/`, never sideways.
 `report.py` is not a stage: it is evaluate's helper (how an evaluation is shown), and evaluate imports it.
 """
 
@@ -22,9 +22,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 #: longer than this and a module holds more than one subject; split it
 MAX_LINES = 450
-STAGES = ("check", "smoke", "train", "merge", "evaluate", "runs_cmd")
+STAGES = ("stages.check", "stages.smoke", "stages.train", "stages.merge", "stages.evaluate", "stages.runs")
 #: helpers a stage may import that sit beside the stages, with the one stage that uses each
-STAGE_HELPERS = {"report": "evaluate"}
+STAGE_HELPERS = {"stages.report": "stages.evaluate"}
 
 
 def modules() -> dict[str, Path]:
@@ -104,8 +104,8 @@ def test_the_graph_sees_the_imports_it_should():
     g = graph()
     assert "pipeline.checks.data" in g["pipeline.checks.lengths"]  # top-level
     assert "pipeline.core.models" in g["pipeline.checks.lengths"]  # inside a function
-    assert "pipeline.report" in g["pipeline.evaluate"]  # `from pipeline import report`
-    assert "pipeline.checks" in g["pipeline.smoke"]  # a package's __init__
+    assert "pipeline.stages.report" in g["pipeline.stages.evaluate"]  # `from pipeline.stages import report`
+    assert "pipeline.checks" in g["pipeline.stages.smoke"]  # a package's __init__
 
 
 def test_no_import_circles():

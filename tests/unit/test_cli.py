@@ -83,8 +83,8 @@ for argv in (["--help"], *([name, "--help"] for name in sys.argv[1:])):
         cli.main(argv)
     except SystemExit:
         pass
-heavy = ("torch", "axolotl", "transformers", "pipeline.check", "pipeline.smoke", "pipeline.train", "pipeline.merge",
-         "pipeline.evaluate", "pipeline.runs_cmd", "pipeline.core.models")
+heavy = ("torch", "axolotl", "transformers", "pipeline.stages.check", "pipeline.stages.smoke", "pipeline.stages.train", "pipeline.stages.merge",
+         "pipeline.stages.evaluate", "pipeline.stages.runs", "pipeline.core.models")
 print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)
 """
 
@@ -102,12 +102,12 @@ def calls(monkeypatch):
     from pipeline.core import engine
 
     seen: list[tuple[str, tuple, dict]] = []
-    for module in ("check", "smoke", "train", "merge", "evaluate", "runs_cmd"):
+    for module in ("check", "smoke", "train", "merge", "evaluate", "runs"):
         def record(*args, _module=module, **kwargs):
             seen.append((_module, args, kwargs))
             return 0
 
-        monkeypatch.setattr(f"pipeline.{module}.main", record)
+        monkeypatch.setattr(f"pipeline.stages.{module}.main", record)
     monkeypatch.setattr(engine, "check_gpus", lambda gpus: seen.append(("check_gpus", (gpus,), {})))
     monkeypatch.setattr("pipeline.checks.target.cuda_answers", lambda: False)
     monkeypatch.delenv("PIPELINE_RUNS_DIR", raising=False)
@@ -137,7 +137,7 @@ def test_each_command_calls_its_stage_as_parsed(calls, tmp_path):
         ("train", (None,), dict(resume="", overrides={}, runs_dir=Path("runs"), gpus=None)),
         ("merge", ("RUN",), dict(auto=False, force=True, runs_dir=Path("runs"))),
         ("evaluate", (None,), dict(runs_dir=runs)),
-        ("runs_cmd", (), dict(runs_dir=Path("runs"), output="json")),
+        ("runs", (), dict(runs_dir=Path("runs"), output="json")),
     ]
 
 

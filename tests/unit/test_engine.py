@@ -30,7 +30,7 @@ def test_large_data_and_an_explicit_setting_keep_their_process_count(tmp_path):
 
 def test_the_launching_process_does_not_import_axolotl_or_torch():
     """The child pays for axolotl's imports (seconds); the stages that launch it must not pay twice."""
-    code = ("import sys; import pipeline.cli, pipeline.smoke, pipeline.train, pipeline.core.engine; "
+    code = ("import sys; import pipeline.cli, pipeline.stages.smoke, pipeline.stages.train, pipeline.core.engine; "
             "print(sorted(m for m in ('axolotl', 'torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from support import ROOT
 
-from pipeline import evaluate
 from pipeline.core import runs
 from pipeline.core.errors import UserError
+from pipeline.stages import evaluate
 
 TERMS = evaluate.read_terms(ROOT / "data" / "style_terms.txt")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from support import ROOT
 
-from pipeline import smoke
 from pipeline.checks import flops, shapes
 from pipeline.core import config, models
+from pipeline.stages import smoke
 
 #: the shipped LoRA config's adapter on the 8B shape: r=64 on every linear layer, sequence_len 4096
 LORA_8B = {"adapter": "lora", "lora_r": 64, "lora_target_linear": True, "sequence_len": 4096}

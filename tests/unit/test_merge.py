@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline import merge
 from pipeline.core import engine, runs
 from pipeline.core.errors import UserError
+from pipeline.stages import merge
 
 
 def fake_train_run(root: Path, name: str, status: str = "succeeded", adapter: bool = True,

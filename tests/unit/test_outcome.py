@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import train
 from pipeline.core import outcome, provenance, runs
+from pipeline.stages import train
 
 
 def run_folder(tmp_path: Path, records: list[dict] | None, prepared: Path | None = None) -> runs.Run:

@@ -6,8 +6,8 @@ import json
 
 from PIL import Image
 
-from pipeline import report
 from pipeline.core import runs
+from pipeline.stages import report
 
 
 def fake_result(run: runs.Run, merged: bool = True) -> dict:

@@ -192,7 +192,7 @@ def test_check_shows_the_choice_per_card(monkeypatch, tmp_path):
                         overrides={"pipeline.compute": "fastest", "pipeline.bounds.peak_vram_gib": 32})
     assert report.facts["compute"]["asked"]
     assert report.facts["compute"]["settings"]["gradient_checkpointing_kwargs"]["every_n_layers"] == 2
-    from pipeline.check import facts_block
+    from pipeline.stages.check import facts_block
 
     (line,) = [x for x in facts_block(report) if x.startswith("  compute")]
     assert line.startswith("  compute    with pipeline.compute: fastest for RTX 5090 (32.0 GiB): 16 of 32 layers")

@@ -52,11 +52,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import report
 from pipeline.core import config, inference, provenance, runs, safeio, section, staging
 from pipeline.core.errors import ExitCode, UserError
 from pipeline.core.proc import sigterm_as_interrupt
 from pipeline.core.section import GATES
+from pipeline.stages import report
 
 MAX_TOKENS = 1024
 #: merged vs tuned validation loss, relative, by adapter type and dtype

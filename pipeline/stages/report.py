@@ -1,6 +1,6 @@
 """How an evaluation is shown: report.md, report.html, the PNG charts and the terminal summary.
 
-`pipeline evaluate` measures (pipeline.evaluate); this module only renders what it measured, so a
+`pipeline evaluate` measures (pipeline.stages.evaluate); this module only renders what it measured, so a
 change of presentation never touches a number. Every function takes the evaluation's result dict (the
 same as eval.json) and the evaluation's manifest.
 """
