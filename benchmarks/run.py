@@ -11,7 +11,7 @@ Figures per variant, from the run's metrics.jsonl:
 - steady-state total tokens/s: tokens of steps `warmup+1..steps` over those steps' summed times
   (the first `--warmup` steps carry allocator growth and kernel autotuning and are left out);
 - MFU against the card's dense bf16 ceiling (`--peak-tflops`, default the card's entry in
-  pipeline/checks/cards.py: 798 on the H100 and H200, measured on the lent H100 with an 8192^3 bf16 matmul).
+  pipeline/core/cards.py: 798 on the H100 and H200, measured on the lent H100 with an 8192^3 bf16 matmul).
   Model FLOPs per token, recomputation not counted (pipeline/checks/flops.py, as the smoke table's MFU):
       4 * N_base            forward and input-gradient matmuls of the frozen base (no weight gradients)
     + 6 * N_adapter         forward, input and weight gradients of the LoRA matrices
@@ -36,8 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.checks import cards, flops, shapes  # noqa: E402
-from pipeline.core import models, provenance, runs  # noqa: E402
+from pipeline.checks import flops, shapes  # noqa: E402
+from pipeline.core import (  # noqa: E402
+    cards,  # noqa: E402
+    models,
+    provenance,
+    runs,
+)
 
 LORA, QLORA = ROOT / "configs" / "lora_style_transfer.yaml", ROOT / "configs" / "qlora_style_transfer.yaml"
 FASTEST = ["pipeline.compute=fastest"]
@@ -65,7 +70,7 @@ VARIANTS: dict[str, tuple[Path, list[str], int]] = {
     "qlora_offload": (QLORA, ["activation_offloading=true"], 1),
     "qlora_mbs2_hs": (QLORA, ["micro_batch_size=2", "gradient_accumulation_steps=2",
                               "activation_offloading=hidden_states"], 1),
-    # `pipeline.compute: fastest` (pipeline/checks/speed.py) chooses how the shipped configs compute for the card
+    # `pipeline.compute: fastest` (pipeline/checks/compute.py) chooses how the shipped configs compute for the card
     # here, or as for a 32 GiB card (the seed's RTX 5090); the config's peak bound is raised to the card, which
     # the choice keeps
     "fastest_lora": (LORA, [*FASTEST, CARD, "pipeline.bounds.peak_vram_gib=140"], 1),
@@ -185,7 +190,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="the card's dense bf16 ceiling (default: its entry in pipeline/checks/cards.py)")
+                    help="the card's dense bf16 ceiling (default: its entry in pipeline/core/cards.py)")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "benchmarks")
     ap.add_argument("--results", type=Path, default=None, help="default: benchmarks/results/<card>.json")
     ap.add_argument("--profile", action="store_true",

@@ -14,7 +14,7 @@ What it looks at, in order (each a module of this package):
    for the target (`target`; cards named with `--gpu`: `cards`).
 
 Every rule's id, severity and description live in `registry`; the facts a person reads beside the
-findings come from `inspect`. A config that passed is remembered (`remembered`), keyed by its content,
+findings come from `review`. A config that passed is remembered (`remembered`), keyed by its content,
 the overrides, every data file's content, the checking code and the target.
 """
 
@@ -49,7 +49,7 @@ def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | N
     found = section.validate(loaded)
 
     from pipeline.checks import loading, remembered
-    from pipeline.checks.inspect import inspect
+    from pipeline.checks.review import inspect
     from pipeline.checks.target import target_for
 
     # asked every time, never remembered: the hub, the cache and the token change under a config

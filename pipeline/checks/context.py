@@ -46,7 +46,7 @@ class Context:
     shape: shapes.Shape | None = None
     sets: list[data.DataSet] = field(default_factory=list)
     schedule: Schedule = field(default_factory=Schedule)
-    #: facts.compat, judged once for the compat-crashes rule and the facts (pipeline.checks.compat.facts)
+    #: facts.compat, judged once for the compat-crashes rule and the facts (pipeline.checks.matrix_lookup.facts)
     compat: dict[str, Any] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:

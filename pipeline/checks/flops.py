@@ -1,5 +1,5 @@
 """Model FLOPs per trained token and model FLOPs utilisation (MFU): how far a run's throughput is from the
-card's dense bf16 ceiling (`pipeline.checks.cards.dense_bf16_tflops`).
+card's dense bf16 ceiling (`pipeline.core.cards.dense_bf16_tflops`).
 
 Model FLOPs per token, recomputation not counted (a checkpointed layer's second forward is work the card does
 but not work the training needs):

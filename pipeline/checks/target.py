@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.checks import cards
-from pipeline.core import models
+from pipeline.core import cards, models
 from pipeline.core.config import LoadedConfig
 
 

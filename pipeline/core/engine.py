@@ -157,10 +157,10 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
         hashes = provenance.data_hashes(resolved.data_files)
     except safeio.BadFile as exc:
         raise exc.user_error(cfg.path) from None
-    from pipeline.checks import speed
+    from pipeline.checks import compute as compute_plan
 
     # `pipeline.compute: fastest`: how the same training is computed, chosen for the card (None: as written)
-    chosen, compute = speed.apply(cfg, resolved.axolotl, resolved.settings)
+    chosen, compute = compute_plan.apply(cfg, resolved.axolotl, resolved.settings)
     if compute is not None:
         manifest["compute"] = compute
     run = runs.create(runs_dir, cfg.name, stage)
@@ -170,7 +170,7 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, **manifest: Any) -> Any
         for cut in drop_incomplete_prepared(Path(axolotl_cfg["dataset_prepared_path"])):
             print(f"note: removed {cut}: prepared data an earlier run left cut short", file=sys.stderr)
         trusted = remote_code_origin(cfg, resolved.axolotl, axolotl_cfg)
-        text = run_config_text(cfg.path, [f"Resolved by pipeline {stage} from {cfg.path}", *speed.comment(compute)],
+        text = run_config_text(cfg.path, [f"Resolved by pipeline {stage} from {cfg.path}", *compute_plan.comment(compute)],
                                axolotl_cfg)
         runs.write_atomic(run.path / "config.yaml", text)
         runs.write_atomic(run.path / "source.yaml", cfg.text)

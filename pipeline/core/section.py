@@ -16,7 +16,7 @@ reads from it is declared in SCHEMA below, so a misspelt key is found by `pipeli
         heldout: data/general_heldout.txt
         max_new_tokens: 160
       compute: fastest             # how the same training is computed: as_written (default) or the fastest
-                                   # that fits the card (pipeline.checks.speed)
+                                   # that fits the card (pipeline.checks.compute)
       compute_gpu_mem: 32GiB       # choose for this card's memory rather than the GPU here
       loss_weighting: per-token    # each trainable token of a global batch weighs the same, however it is split
                                    # into micro batch x accumulation (default); per-micro-batch: axolotl 0.19's
@@ -94,7 +94,7 @@ def _weighting(value: Any) -> str | None:
 
 
 def _memory(value: Any) -> str | None:
-    from pipeline.checks.cards import parse_memory
+    from pipeline.core.cards import parse_memory
 
     try:
         parse_memory(str(value))

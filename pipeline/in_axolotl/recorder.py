@@ -19,7 +19,7 @@ autotuning land here), `trained`, `saved` (adapter, tokenizer and model card wri
 (see pipeline.in_axolotl.profiling).
 
 Before the model loads, the recorder writes `axolotl-settings.json` beside the metrics: the settings whose
-code axolotl and Liger implement per architecture (pipeline.core.compat.SETTINGS), as axolotl's process
+code axolotl and Liger implement per architecture (pipeline.core.startup_matrix.SETTINGS), as axolotl's process
 resolved them, so that a crash in model loading or patching can be read against what was switched on.
 
 Axolotl resets CUDA's peak-memory counters at every log, so its own `memory/max_allocated` is a per-log
@@ -43,7 +43,7 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
-from pipeline.core.compat import ATTENTION, KERNELS, LIGER_FLAGS
+from pipeline.core.startup_matrix import ATTENTION, KERNELS, LIGER_FLAGS
 from pipeline.in_axolotl import LAUNCHED_ENV, PROFILE_ENV
 from pipeline.in_axolotl import METRICS_ENV as ENV_FILE
 

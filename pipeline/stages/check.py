@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.checks import cards
 from pipeline.checks.context import Report
+from pipeline.core import cards
 from pipeline.core.errors import ExitCode, Finding, UserError, printable
 from pipeline.core.table import pipe_table
 
@@ -131,7 +131,7 @@ def loss_line(w: dict[str, Any]) -> str:
 
 
 def compat_line(k: dict[str, Any]) -> str:
-    """The measured matrix's verdict in a few words (pipeline/core/compat.py)."""
+    """The measured matrix's verdict in a few words (pipeline/core/startup_matrix.py)."""
     on = k.get("measured_on") or {}
     where = f"axolotl {k.get('axolotl')}" + (f" on {on['card']}" if on.get("card") else "")
     if k["status"] == "ran":

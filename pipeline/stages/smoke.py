@@ -9,7 +9,7 @@ Runtime is the whole axolotl process (imports, data preparation, model load, ste
 table splits it into phases (see pipeline.in_axolotl.recorder), after the time this process spent checking
 and resolving the config before it launched axolotl. Throughput is
 steady-state tokens per second (all tokens, first step left out); MFU is that throughput per GPU times the
-model's FLOPs per token (pipeline.checks.flops) over the card's dense bf16 ceiling (pipeline.checks.cards),
+model's FLOPs per token (pipeline.checks.flops) over the card's dense bf16 ceiling (pipeline.core.cards),
 where the card's ceiling is known (`-` on a CPU). Peak memory is the whole-run peak of
 allocated GPU memory, or the process's peak resident memory on a CPU. The same figures go to
 `smoke.json` in each run folder and to one combined JSON file. A broken bound fails the command (exit 1)
@@ -179,8 +179,9 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
 def mfu_basis(cfg: config.LoadedConfig, axolotl_cfg: dict[str, Any],
               manifest: dict[str, Any]) -> tuple[int | None, float | None]:
     """(model FLOPs per token, the run's card's dense bf16 TFLOP/s); None for what is not known (the model's
-    shape, a card not in pipeline.checks.cards)."""
-    from pipeline.checks import architecture, cards, shapes
+    shape, a card not in pipeline.core.cards)."""
+    from pipeline.checks import architecture, shapes
+    from pipeline.core import cards
 
     peak = cards.dense_bf16_tflops(str((manifest.get("hardware") or {}).get("accelerator") or "cpu"))
     if peak is None:

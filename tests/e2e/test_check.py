@@ -10,7 +10,7 @@ from support import ROOT
 
 from pipeline import cli
 from pipeline.checks import data, lengths, registry
-from pipeline.checks.inspect import inspect
+from pipeline.checks.review import inspect
 from pipeline.core import config
 
 SHIPPED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.yaml"))

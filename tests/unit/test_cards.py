@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.checks import cards
+from pipeline.core import cards
 
 
 @pytest.mark.parametrize(("text", "gib"), [("32GiB", 32.0), ("80", 80.0), ("24GB", 24e9 / 2**30),

@@ -11,7 +11,7 @@ import pytest
 from support import ROOT
 
 from pipeline import checks
-from pipeline.checks import inspect as inspect_mod
+from pipeline.checks import review as inspect_mod
 from pipeline.checks import target
 
 TINY = "configs/tiny_cpu.yaml"

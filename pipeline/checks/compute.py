@@ -41,8 +41,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.checks import cards, estimate, shapes
+from pipeline.checks import estimate, shapes
 from pipeline.checks.memory import BOUND_TOLERANCE, ESTIMATE_TOLERANCE, fits, margin_gib
+from pipeline.core import cards
 
 #: the only axolotl settings the choice may change: how the training is computed, never what it trains
 COMPUTATION_KEYS = frozenset({

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pipeline.checks import compat, data, estimate, lengths, rules, shapes, speed  # noqa: F401 - rules registers every config rule
+from pipeline.checks import compute, data, estimate, lengths, matrix_lookup, rules, shapes  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report, Schedule
 from pipeline.checks.memory import estimates, recommendation
@@ -100,7 +100,7 @@ def facts(ctx: Context) -> dict[str, Any]:
         "schedule": ctx.schedule.as_dict(),
         "loss": _loss_facts(ctx),
     }
-    out["compat"] = unless_rejected(ctx, lambda: compat.facts(ctx), dict[str, Any]())
+    out["compat"] = unless_rejected(ctx, lambda: matrix_lookup.facts(ctx), dict[str, Any]())
     if ctx.shape is not None:
         out.update(unless_rejected(ctx, lambda: _model_facts(ctx), dict[str, Any]()))
     return out
@@ -127,6 +127,6 @@ def _model_facts(ctx: Context) -> dict[str, Any]:
     if ctx.target.memory_gib:
         out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
         out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)
-    if (compute := speed.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
-        out["compute"] = compute
+    if (chosen := compute.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
+        out["compute"] = chosen
     return out

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pipeline import checks, cli
-from pipeline.core import compat, config, models
+from pipeline.core import config, models, startup_matrix
 from tests.support import ROOT
 
 LORA = ROOT / "configs" / "lora_style_transfer.yaml"
@@ -80,21 +80,21 @@ def test_the_check_estimates_the_reduced_shape():
 def test_the_projection_is_what_axolotl_switches_on_for_one_gpu():
     s = projection(LORA)["settings"]
     # the shipped config names no kernel: axolotl switches all four on
-    assert [s[k] for k in compat.KERNELS] == [True] * 4
+    assert [s[k] for k in startup_matrix.KERNELS] == [True] * 4
     assert (s["liger"], s["liger_rope"], s["sample_packing"], s["attention"]) == (True, True, True, "sdpa")
     named = projection(LORA, "lora_qkv_kernel=false")["settings"]  # naming one stops the others' switch
-    assert [named[k] for k in compat.KERNELS] == [False] * 4
+    assert [named[k] for k in startup_matrix.KERNELS] == [False] * 4
     full = projection(LORA, "adapter=", "lora_r=", "lora_alpha=", "lora_dropout=", "lora_target_linear=")
-    assert full["adapter"] == "full" and not any(full["settings"][k] for k in compat.KERNELS)
+    assert full["adapter"] == "full" and not any(full["settings"][k] for k in startup_matrix.KERNELS)
 
 
 def test_setting_changes_turn_one_projection_into_another():
     base = projection(LORA)["settings"]
-    off = dict(base, liger=False, **{k: False for k in compat.LIGER_FLAGS}, attention="eager")
-    changes = compat.setting_changes(base, off)
+    off = dict(base, liger=False, **{k: False for k in startup_matrix.LIGER_FLAGS}, attention="eager")
+    changes = startup_matrix.setting_changes(base, off)
     assert changes == {"plugins": [], "liger_rope": None, "liger_rms_norm": None,
                        "liger_fused_linear_cross_entropy": None, "sdp_attention": False, "eager_attention": True}
-    assert compat.as_set({"lora_qkv_kernel": False, "plugins": [], "liger_rope": None}) == \
+    assert startup_matrix.as_set({"lora_qkv_kernel": False, "plugins": [], "liger_rope": None}) == \
         "--set lora_qkv_kernel=false --set plugins=[] --set liger_rope="
 
 
@@ -104,7 +104,7 @@ def test_setting_changes_turn_one_projection_into_another():
 @pytest.fixture
 def measured(tmp_path, monkeypatch):
     """A matrix in which phi-3.5-mini crashes under LoRA with the shipped settings and runs with the three
-    attention and MLP kernels off (the shape of what benchmarks/compat.py writes)."""
+    attention and MLP kernels off (the shape of what benchmarks/startup_matrix.py writes)."""
     shipped = projection(LORA)["settings"]
     fixed = projection(LORA, "lora_qkv_kernel=false", "lora_o_kernel=false", "lora_mlp_kernel=false")["settings"]
     data = {"0.19.0": {"measured_on": {"card": "NVIDIA H200", "date": "2026-12-03"}, "shapes": {"phi-3.5-mini": {
@@ -115,8 +115,8 @@ def measured(tmp_path, monkeypatch):
         "qlora": [{"trial": "shipped", "status": "ran", "settings": projection(QLORA)["settings"]}]}}}}
     path = tmp_path / "compat.json"
     path.write_text(json.dumps(data))
-    monkeypatch.setenv(compat.DATA_ENV, str(path))
-    monkeypatch.setattr("pipeline.checks.compat.axolotl_version", lambda: "0.19.0")
+    monkeypatch.setenv(startup_matrix.DATA_ENV, str(path))
+    monkeypatch.setattr("pipeline.checks.matrix_lookup.axolotl_version", lambda: "0.19.0")
     return path
 
 
@@ -145,7 +145,7 @@ def test_what_the_matrix_says_of_configs_it_did_and_did_not_measure(measured):
 
 
 def test_another_axolotl_version_or_a_damaged_file_is_untested(measured, monkeypatch):
-    monkeypatch.setattr("pipeline.checks.compat.axolotl_version", lambda: "0.20.0")
+    monkeypatch.setattr("pipeline.checks.matrix_lookup.axolotl_version", lambda: "0.20.0")
     assert "measured with axolotl 0.19.0, not 0.20.0" in projection(LORA)["why"]
     measured.write_text("{not json")
     assert projection(LORA)["status"] == "untested"
@@ -157,7 +157,7 @@ def test_another_axolotl_version_or_a_damaged_file_is_untested(measured, monkeyp
 def test_the_shipped_matrix_judges_the_shipped_configs_on_every_shape():
     """Every shipped shape has, under both shipped configs, a trial with exactly their projection: the check
     says ran or crashes for them, never untested."""
-    shapes = compat.data()["0.19.0"]["shapes"]
+    shapes = startup_matrix.data()["0.19.0"]["shapes"]
     wanted = {"lora": projection(LORA)["settings"], "qlora": projection(QLORA)["settings"]}
     judged = [a for a in models.known_architectures()
               if all(any(t["settings"] == s for t in shapes.get(a, {}).get(k, [])) for k, s in wanted.items())]
@@ -165,7 +165,7 @@ def test_the_shipped_matrix_judges_the_shipped_configs_on_every_shape():
 
 
 def test_phi_3_5_under_the_shipped_lora_config_is_refused_naming_lora_qkv_kernel(capsys):
-    from pipeline.checks.compat import axolotl_version
+    from pipeline.checks.matrix_lookup import axolotl_version
 
     if axolotl_version() != "0.19.0":
         pytest.skip("the shipped matrix was measured with axolotl 0.19.0")

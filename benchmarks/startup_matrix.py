@@ -9,9 +9,9 @@ their kernels and plugins as shipped. A run that crashes is run again with one c
 `--parallel` and the GPU memory (the check's own peak estimates) allow; each architecture's model is
 deleted when its trials are done, so the disk holds a few at a time.
 
-    python benchmarks/compat.py --parallel 10            # everything, about 8 minutes on an H200
-    python benchmarks/compat.py --only phi-3.5-mini      # one architecture
-    python benchmarks/compat.py --from-results --ship --results F  # table and shipped matrix from F
+    python benchmarks/startup_matrix.py --parallel 10            # everything, about 8 minutes on an H200
+    python benchmarks/startup_matrix.py --only phi-3.5-mini      # one architecture
+    python benchmarks/startup_matrix.py --from-results --ship --results F  # table and shipped matrix from F
 
 Every trial is recorded as it ends in benchmarks/results/compat-<card>.json (card, versions, command,
 per trial: overrides, exit code, status, axolotl's error and where it was raised, tokens/s, peak VRAM,
@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core import compat, models, provenance, runs  # noqa: E402
+from pipeline.core import models, provenance, runs, startup_matrix  # noqa: E402
 
 CONFIGS = {"lora": ROOT / "configs" / "lora_style_transfer.yaml",
            "qlora": ROOT / "configs" / "qlora_style_transfer.yaml",
@@ -118,10 +118,10 @@ class Matrix:
         shipped = self.done(arch, adapter, "shipped")
         if shipped is None:
             return False
-        if shipped["status"] != compat.CRASHES:
+        if shipped["status"] != startup_matrix.CRASHES:
             return True
         tried = [self.done(arch, adapter, n) for n in _remedies(shipped, adapter)]
-        return any(t and t["status"] == compat.RAN for t in tried) or all(tried)
+        return any(t and t["status"] == startup_matrix.RAN for t in tried) or all(tried)
 
     def record(self, trial: dict[str, Any]) -> None:
         with self.lock:
@@ -129,7 +129,7 @@ class Matrix:
                            (trial["architecture"], trial["adapter"], trial["trial"])] + [trial]
             payload = {"card": self.hw["accelerator"], "hardware": self.hw, "versions": provenance.versions(),
                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "command": " ".join(["benchmarks/compat.py", *sys.argv[1:]]),
+                       "command": " ".join(["benchmarks/startup_matrix.py", *sys.argv[1:]]),
                        "trials": sorted(self.trials, key=lambda t: (t["architecture"], t["adapter"], t["order"]))}
             runs.write_json(self.results, payload)
 
@@ -173,7 +173,7 @@ class Matrix:
         started = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=self.args.trial_timeout,
-                                  env={**os.environ, compat.DATA_ENV: str(self.empty)})
+                                  env={**os.environ, startup_matrix.DATA_ENV: str(self.empty)})
         except subprocess.TimeoutExpired:
             proc = subprocess.CompletedProcess(cmd, 124, "", f"no end within {self.args.trial_timeout} s")
         finally:
@@ -188,7 +188,7 @@ class Matrix:
         if folder and (folder / "axolotl-settings.json").is_file():
             row["axolotl_settings"] = json.loads((folder / "axolotl-settings.json").read_text())
         if proc.returncode in (0, 1) and result.get("steps"):
-            row.update({"status": compat.RAN, "tokens_per_s": result.get("throughput_tok_s"),
+            row.update({"status": startup_matrix.RAN, "tokens_per_s": result.get("throughput_tok_s"),
                         "peak_gib": result.get("peak_memory_gib"), "final_loss": result.get("final_loss")})
         elif proc.returncode == 124:
             row.update({"status": "timeout", "error": proc.stderr})
@@ -197,7 +197,7 @@ class Matrix:
             row.update({"status": "refused", "error": (lines[0] if lines else proc.stderr[-300:])[:300]})
         else:
             error, where = crash_of(folder / "axolotl.log") if folder else (None, None)
-            row.update({"status": compat.CRASHES, "error": error or proc.stderr.strip()[-300:], "where": where})
+            row.update({"status": startup_matrix.CRASHES, "error": error or proc.stderr.strip()[-300:], "where": where})
         if folder:
             shutil.rmtree(folder, ignore_errors=True)  # a full fine-tune saves the whole model
         shutil.rmtree(self.runs / "prepared" / f"{arch}-{adapter}-{name}", ignore_errors=True)
@@ -221,10 +221,10 @@ class Matrix:
         try:
             for adapter in self.args.adapters:
                 row = self.smoke(arch, ref, adapter, "shipped", [], 0)
-                if row["status"] != compat.CRASHES:
+                if row["status"] != startup_matrix.CRASHES:
                     continue
                 for order, name in enumerate(_remedies(row, adapter), start=1):
-                    if self.smoke(arch, ref, adapter, name, REMEDIES[name], order)["status"] == compat.RAN:
+                    if self.smoke(arch, ref, adapter, name, REMEDIES[name], order)["status"] == startup_matrix.RAN:
                         break
         finally:
             shutil.rmtree(models.resolve(ref, build=False), ignore_errors=True)
@@ -254,7 +254,7 @@ def ship(results: dict[str, Any], out: Path) -> None:
     shipped = json.loads(out.read_text()) if out.is_file() else {}
     shapes: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for t in results["trials"]:
-        if t.get("status") not in (compat.RAN, compat.CRASHES):
+        if t.get("status") not in (startup_matrix.RAN, startup_matrix.CRASHES):
             continue
         keep = {k: t[k] for k in ("trial", "status", "settings", "changes", "error", "where", "tokens_per_s",
                                   "peak_gib") if t.get(k) is not None}
@@ -284,11 +284,11 @@ def table(results: dict[str, Any]) -> str:
         by.setdefault((t["architecture"], t["adapter"]), []).append(t)
     for (arch, adapter), trials in sorted(by.items()):
         shipped = next((t for t in trials if t["trial"] == "shipped"), trials[0])
-        fixed = next((t for t in trials if t["trial"] != "shipped" and t.get("status") == compat.RAN), None)
+        fixed = next((t for t in trials if t["trial"] != "shipped" and t.get("status") == startup_matrix.RAN), None)
         shown = fixed or shipped
-        status = {compat.CRASHES: f"crashes: `{(shipped.get('error') or '')[:90]}`",
+        status = {startup_matrix.CRASHES: f"crashes: `{(shipped.get('error') or '')[:90]}`",
                   "unbuilt": "not measured: the model could not be built there"}.get(shipped["status"], shipped["status"])
-        change = f"`{' '.join(fixed['changes'])}`" if fixed else ("none found" if shipped["status"] == compat.CRASHES
+        change = f"`{' '.join(fixed['changes'])}`" if fixed else ("none found" if shipped["status"] == startup_matrix.CRASHES
                                                                   else "")
         tok = f"{shown['tokens_per_s']:,.0f}" if shown.get("tokens_per_s") else "-"
         peak = f"{shown['peak_gib']:.1f}" if shown.get("peak_gib") else "-"
@@ -318,7 +318,7 @@ def main() -> int:
     if args.from_results:
         data = json.loads(results.read_text())
         if args.ship:
-            ship(data, compat.DATA)
+            ship(data, startup_matrix.DATA)
         print(table(data))
         return 0
     matrix = Matrix(args, results)
@@ -333,7 +333,7 @@ def main() -> int:
     shutil.rmtree(matrix.runs, ignore_errors=True)
     data = json.loads(results.read_text())
     if args.ship:
-        ship(data, compat.DATA)
+        ship(data, startup_matrix.DATA)
     print(table(data))
     print(f"wrote {results}")
     return 0

@@ -3,7 +3,7 @@
 Axolotl's LoRA kernels, Liger's patches, sample packing and the attention backends are each implemented
 per architecture, and axolotl's validation accepts combinations its start-up then crashes on (Phi-3's
 fused q/k/v projection and the LoRA QKV kernel: `AssertionError: Original QKV code not found`).
-`benchmarks/compat.py` runs a 2-step smoke of every shipped architecture under the shipped configs on a
+`benchmarks/startup_matrix.py` runs a 2-step smoke of every shipped architecture under the shipped configs on a
 GPU, and, where one crashes, each candidate setting that might avoid it; its results ship in
 `pipeline/architectures/compat.json`, keyed by the axolotl version they were measured with.
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline import checks
-from pipeline.checks import estimate, shapes, speed
+from pipeline.checks import compute, estimate, shapes
 from pipeline.checks.memory import fits
 from pipeline.core import config, engine, models, section
 
@@ -33,15 +33,15 @@ def written(path: Path) -> dict[str, Any]:
     return {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "pipeline"}
 
 
-def choose(shape: shapes.Shape, path: Path, card: float, bound: float | None = None) -> speed.Choice:
+def choose(shape: shapes.Shape, path: Path, card: float, bound: float | None = None) -> compute.Choice:
     cfg = written(path)
-    return speed.choose(shape, cfg, cfg["adapter"], card, bound_gib=bound, flash_installed=False)
+    return compute.choose(shape, cfg, cfg["adapter"], card, bound_gib=bound, flash_installed=False)
 
 
 def same_training(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Only computation settings moved; the global batch is the same."""
     moved = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-    assert moved <= speed.COMPUTATION_KEYS, moved
+    assert moved <= compute.COMPUTATION_KEYS, moved
     assert before["micro_batch_size"] * before["gradient_accumulation_steps"] == \
         after["micro_batch_size"] * after["gradient_accumulation_steps"]
 
@@ -73,7 +73,7 @@ def test_the_qlora_config_on_a_32_gib_card_keeps_every_activation(llama8b):
 @pytest.mark.parametrize("path, card", [(BASELINE_LORA, H200), (BASELINE_QLORA, H200), (BASELINE_LORA, RTX5090)])
 def test_axolotl_defaults_get_the_fused_kernels_too(llama8b, path, card):
     c = choose(llama8b, path, card)
-    assert c.settings["plugins"] == [speed.LIGER_PLUGIN]
+    assert c.settings["plugins"] == [compute.LIGER_PLUGIN]
     assert c.settings["liger_fused_linear_cross_entropy"] and c.settings["liger_rms_norm"]
     same_training(written(path), {**written(path), **c.settings})
 
@@ -94,8 +94,8 @@ def test_where_nothing_faster_fits_it_says_so(llama8b):
 @pytest.mark.parametrize("extra", [{}, {"sample_packing": False, "sequence_len": 1024}])
 def test_with_axolotls_own_weighting_the_micro_batch_is_never_traded_for_accumulation(llama8b, extra):
     cfg = {**written(LORA), **extra}
-    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False,
-                     reach=speed.Reach(weighting="per-micro-batch", sequences=600, exact=True))
+    c = compute.choose(llama8b, cfg, "lora", H200, flash_installed=False,
+                     reach=compute.Reach(weighting="per-micro-batch", sequences=600, exact=True))
     (mb,) = [lever for lever in c.levers if lever.name == "micro_batch"]
     assert not mb.chosen and "weights tokens differently" in mb.why
     assert "micro_batch_size" not in c.settings and "gradient_accumulation_steps" not in c.settings
@@ -104,20 +104,20 @@ def test_with_axolotls_own_weighting_the_micro_batch_is_never_traded_for_accumul
 def test_unpacked_rows_change_the_split_whatever_the_data(llama8b):
     """The unpacked loader keeps an epoch's last short batch, so no sequence count is needed."""
     cfg = {**written(LORA), "sample_packing": False, "sequence_len": 1024}
-    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False)
+    c = compute.choose(llama8b, cfg, "lora", H200, flash_installed=False)
     assert c.settings["micro_batch_size"] == 4 and "multipack_real_batches" not in c.settings
     same_training(cfg, {**cfg, **c.settings})
 
 
 def test_attention_backend(llama8b):
     cfg = {**written(LORA), "sdp_attention": None}
-    assert speed.choose(llama8b, cfg, "lora", H200, flash_installed=False).settings["sdp_attention"] is True
-    flash = speed.choose(llama8b, written(LORA), "lora", H200, flash_installed=True).settings
+    assert compute.choose(llama8b, cfg, "lora", H200, flash_installed=False).settings["sdp_attention"] is True
+    flash = compute.choose(llama8b, written(LORA), "lora", H200, flash_installed=True).settings
     assert (flash["flash_attention"], flash["sdp_attention"]) == (True, False)
 
 
 def test_without_a_card_nothing_is_chosen(llama8b):
-    c = speed.choose(llama8b, written(LORA), "lora", None)
+    c = compute.choose(llama8b, written(LORA), "lora", None)
     assert c.settings == {} and "no card to choose for" in c.note
 
 
@@ -160,9 +160,9 @@ def test_a_run_records_the_choice_in_its_config_and_manifest(tmp_path, monkeypat
     resolved_cfg = yaml.safe_load(text)
     assert resolved_cfg["gradient_checkpointing_kwargs"] == {"use_reentrant": False, "every_n_layers": 2}
     assert resolved_cfg["learning_rate"] == written(LORA)["learning_rate"]
-    compute = run.manifest()["compute"]
-    assert compute["card_gib"] == 32.0 and compute["bound_gib"] == 32
-    assert compute["estimate_chosen"]["peak_gib"] > compute["estimate_as_written"]["peak_gib"]
+    record = run.manifest()["compute"]
+    assert record["card_gib"] == 32.0 and record["bound_gib"] == 32
+    assert record["estimate_chosen"]["peak_gib"] > record["estimate_as_written"]["peak_gib"]
 
 
 def as_written(path: Path, tmp_path: Path) -> Path:
@@ -209,38 +209,38 @@ def test_a_cpu_run_is_computed_as_written(tmp_path, monkeypatch):
     assert yaml.safe_load((run.path / "config.yaml").read_text())["gradient_checkpointing"] is True
 
 
-BIG_DATA = speed.Reach(sequences=600, exact=True, planned_steps=6)
+BIG_DATA = compute.Reach(sequences=600, exact=True, planned_steps=6)
 
 
 @pytest.mark.parametrize(("card", "micro"), [(H200, 4), (80.0, 2)])
 def test_a_larger_card_takes_a_larger_micro_batch_of_the_same_global_batch(llama8b, card, micro):
     cfg = written(LORA)
-    c = speed.choose(llama8b, cfg, "lora", card, flash_installed=False, reach=BIG_DATA)
+    c = compute.choose(llama8b, cfg, "lora", card, flash_installed=False, reach=BIG_DATA)
     assert c.settings["micro_batch_size"] == micro and c.settings["gradient_accumulation_steps"] == 4 // micro
     assert c.settings["multipack_real_batches"] is True and c.settings["gradient_checkpointing"] is False
     same_training(cfg, {**cfg, **c.settings})
     assert c.chosen is not None and fits(c.chosen, card)
-    bigger = speed.choose(llama8b, {**cfg, "micro_batch_size": micro * 2 if micro < 4 else 4}, "lora", card,
+    bigger = compute.choose(llama8b, {**cfg, "micro_batch_size": micro * 2 if micro < 4 else 4}, "lora", card,
                           flash_installed=False, reach=BIG_DATA)
     assert bigger.chosen is not None
 
 
 @pytest.mark.parametrize(("reach", "why"), [
-    (speed.Reach(weighting="per-micro-batch", sequences=600, exact=True), "mean per micro batch"),
-    (speed.Reach(sequences=600, exact=False, planned_steps=6), "not known exactly"),
-    (speed.Reach(sequences=13, exact=True, planned_steps=6), "drops"),
+    (compute.Reach(weighting="per-micro-batch", sequences=600, exact=True), "mean per micro batch"),
+    (compute.Reach(sequences=600, exact=False, planned_steps=6), "not known exactly"),
+    (compute.Reach(sequences=13, exact=True, planned_steps=6), "drops"),
     (None, "not known exactly"),
 ])
 def test_the_split_stays_where_it_would_change_what_trains(llama8b, reach, why):
     cfg = written(LORA)
-    c = speed.choose(llama8b, cfg, "lora", H200, flash_installed=False, reach=reach)
+    c = compute.choose(llama8b, cfg, "lora", H200, flash_installed=False, reach=reach)
     lever = next(v for v in c.levers if v.name == "micro_batch")
     assert not lever.chosen and why in lever.why
     assert "micro_batch_size" not in c.settings
 
 
 def test_whole_micro_batches_or_a_run_that_ends_before_the_tail_keep_every_sequence():
-    assert speed.Reach(sequences=12, exact=True).keeps_every_sequence(True, 4, 4) is None
-    assert speed.Reach(sequences=13, exact=True, planned_steps=3).keeps_every_sequence(True, 4, 4) is None
-    assert speed.Reach(sequences=13, exact=True, planned_steps=4).keeps_every_sequence(True, 4, 4) is not None
-    assert speed.Reach(sequences=None).keeps_every_sequence(False, 4, 4) is None  # unpacked: nothing is dropped
+    assert compute.Reach(sequences=12, exact=True).keeps_every_sequence(True, 4, 4) is None
+    assert compute.Reach(sequences=13, exact=True, planned_steps=3).keeps_every_sequence(True, 4, 4) is None
+    assert compute.Reach(sequences=13, exact=True, planned_steps=4).keeps_every_sequence(True, 4, 4) is not None
+    assert compute.Reach(sequences=None).keeps_every_sequence(False, 4, 4) is None  # unpacked: nothing is dropped

@@ -1,4 +1,4 @@
-"""The measured matrix (pipeline/core/compat.py) applied to one checked config: the `facts.compat` of
+"""The measured matrix (pipeline/core/startup_matrix.py) applied to one checked config: the `facts.compat` of
 `pipeline check`, and the line of the `compat-crashes` error (checks/rules/startup.py) where the config's
 architecture, adapter and settings are a combination axolotl was seen to crash on at start-up."""
 
@@ -9,7 +9,7 @@ from importlib import metadata
 from typing import Any
 
 from pipeline.checks.context import Context, quiet
-from pipeline.core import compat, models
+from pipeline.core import models, startup_matrix
 
 
 def axolotl_version() -> str | None:
@@ -24,7 +24,7 @@ def on_gpu(ctx: Context) -> Callable[[str], Any]:
     LoRA kernels on by itself there (AxolotlConfigWCapabilities.check_auto_enable_lora_kernels); a check
     for a target whose capabilities are not known (no GPU named) has not run that step, so it runs here."""
     body = dict(ctx.axo if ctx.axo is not None else ctx.cfg)
-    if ctx.adapter and all(body.get(k) is None for k in compat.KERNELS):
+    if ctx.adapter and all(body.get(k) is None for k in startup_matrix.KERNELS):
         try:
             from axolotl.utils.schemas.config import AxolotlConfigWCapabilities
 
@@ -42,8 +42,8 @@ def facts(ctx: Context) -> dict[str, Any]:
     if ctx.compat is None:
         ref = ctx.cfg.get("base_model")
         arch = models.shipped_name(ref) if isinstance(ref, str) and ref else None
-        settings = compat.project(on_gpu(ctx), ctx.adapter)
-        ctx.compat = {**compat.judge(arch, ctx.adapter, settings, axolotl_version()), "settings": settings}
+        settings = startup_matrix.project(on_gpu(ctx), ctx.adapter)
+        ctx.compat = {**startup_matrix.judge(arch, ctx.adapter, settings, axolotl_version()), "settings": settings}
     return ctx.compat
 
 
