@@ -30,14 +30,14 @@ GPU_DEFAULT = ["configs/lora_style_transfer.yaml", "configs/qlora_style_transfer
 
 def default_configs() -> list[str]:
     """The real configs where CUDA answers, else the embedded tiny one."""
-    from pipeline.checks.target import cuda_answers
+    from pipeline.core.gpus import cuda_answers
 
     return GPU_DEFAULT if cuda_answers() else CPU_DEFAULT
 
 
 def default_train_config() -> str:
     """The LoRA 8B config where CUDA answers, else the real small model's CPU config."""
-    from pipeline.checks.target import cuda_answers
+    from pipeline.core.gpus import cuda_answers
 
     return GPU_DEFAULT[0] if cuda_answers() else CPU_TRAIN_DEFAULT
 

@@ -86,33 +86,8 @@ def dense_bf16_tflops(name: str) -> float | None:
 
 
 def local_card() -> tuple[str, float] | None:
-    """The first visible GPU's name and memory in GiB (NVML; torch where NVML does not answer), or None."""
-    import os
+    """The first visible GPU's name and memory in GiB (asked of `pipeline.core.gpus`), or None."""
+    from pipeline.core import gpus
 
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return None
-    first = (visible or "0").split(",")[0].strip()
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(first)) if first.isdigit()
-                      else pynvml.nvmlDeviceGetHandleByUUID(first))
-            name = pynvml.nvmlDeviceGetName(handle)
-            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
-        finally:
-            pynvml.nvmlShutdown()
-        return (name.decode() if isinstance(name, bytes) else str(name)), total / 2**30
-    except Exception:  # noqa: BLE001 - no pynvml or no NVIDIA driver: torch may still see a GPU
-        pass
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        props = torch.cuda.get_device_properties(0)
-        return str(props.name), props.total_memory / 2**30
-    except Exception:  # noqa: BLE001
-        return None
+    here = gpus.first()
+    return None if here is None or here.memory_gib is None else (here.name, here.memory_gib)

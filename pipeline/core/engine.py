@@ -211,37 +211,16 @@ def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | No
     return env
 
 
-def visible_gpus() -> int:
-    """GPUs a run here can use: NVML's count (no torch import), narrowed by CUDA_VISIBLE_DEVICES."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return 0
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no NVIDIA driver (or no pynvml): ask torch, which also sees ROCm
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if visible is not None:
-        count = min(count, len([d for d in visible.split(",") if d.strip()]))
-    return count
-
-
 def check_gpus(gpus: int | None) -> None:
     """--gpus before anything starts: at least 1, and no more than the machine has (UserError, exit 2)."""
+    from pipeline.core import gpus as probe
     from pipeline.core.errors import UserError
 
     if gpus is None or gpus == 1:
         return
     if gpus < 1:
         raise UserError.at("<command line>", None, "gpus", f"--gpus {gpus}: give 1 or more")
-    have = visible_gpus()
+    have = probe.count()
     if gpus > have:
         raise UserError.at("<command line>", None, "gpus", f"--gpus {gpus}, but this machine has {have} usable "
                                                            f"GPU{'s' if have != 1 else ''}; use --gpus {max(have, 1)}")

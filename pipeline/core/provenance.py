@@ -44,7 +44,8 @@ def git_revision(cwd: Path | None = None) -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
-    """GPU names and driver when there are GPUs, else the CPU; always cores and memory."""
+    """GPU names and driver when there are GPUs (those visible to this process), else the CPU; always cores and
+    memory."""
     info: dict[str, Any] = {"machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count()}
     try:
         import psutil
@@ -52,16 +53,11 @@ def hardware() -> dict[str, Any]:
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    gpus = []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True).stdout
-        for line in out.strip().splitlines():
-            name, driver, mem = (x.strip() for x in line.split(","))
-            gpus.append({"name": name, "driver": driver, "memory": mem})
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
+    from pipeline.core import gpus as probe
+
+    # the GPUs this run may use (CUDA_VISIBLE_DEVICES narrows them), in the form nvidia-smi's csv gave
+    gpus = [{"name": g.name, "driver": g.driver,
+             "memory": None if g.memory_bytes is None else f"{g.memory_bytes // 2**20} MiB"} for g in probe.devices()]
     info["gpus"] = gpus
     info["accelerator"] = gpus[0]["name"] if gpus else "cpu"
     return info

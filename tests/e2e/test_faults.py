@@ -32,7 +32,7 @@ import pytest
 import yaml
 from support import ROOT, TINY, copy_run, run_here, run_ok, wait_until
 
-from pipeline.core import engine, runs
+from pipeline.core import gpus, runs
 
 pytestmark = pytest.mark.faults
 
@@ -228,7 +228,7 @@ def test_a_dataset_over_the_size_limit(project):
 
 def test_arguments_are_checked_before_anything_starts(project):
     hostile(project, ["smoke", TINY, "--max-steps", "-1"], 2, "max-steps")
-    have = engine.visible_gpus()
+    have = gpus.count()
     for command in ("smoke", "train"):  # one GPU more than there are (and never 1: a CPU run takes --gpus 1)
         line = hostile(project, [command, TINY, "--gpus", str(max(have + 1, 2))], 2, "gpus")
         assert f"this machine has {have} usable GPU" in line

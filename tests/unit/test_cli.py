@@ -109,7 +109,7 @@ def calls(monkeypatch):
 
         monkeypatch.setattr(f"pipeline.stages.{module}.main", record)
     monkeypatch.setattr(engine, "check_gpus", lambda gpus: seen.append(("check_gpus", (gpus,), {})))
-    monkeypatch.setattr("pipeline.checks.target.cuda_answers", lambda: False)
+    monkeypatch.setattr("pipeline.core.gpus.cuda_answers", lambda: False)
     monkeypatch.delenv("PIPELINE_RUNS_DIR", raising=False)
     return seen
 

@@ -148,7 +148,7 @@ def test_the_settings_are_checked(tmp_path, text, words):
 
 def test_a_run_records_the_choice_in_its_config_and_manifest(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("pipeline.checks.target.cuda_answers", lambda: True)  # a GPU run, chosen for 32 GiB
+    monkeypatch.setattr("pipeline.core.gpus.cuda_answers", lambda: True)  # a GPU run, chosen for 32 GiB
     loaded = checks.with_overrides(config.load(LORA), {
         "base_model": "pipeline://random/llama-3.1-8b", "pipeline.compute": "fastest",
         "pipeline.compute_gpu_mem": "32GiB", "pipeline.bounds.peak_vram_gib": 32})
@@ -200,7 +200,7 @@ def test_check_shows_the_choice_per_card(monkeypatch, tmp_path):
 
 def test_a_cpu_run_is_computed_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("pipeline.checks.target.cuda_answers", lambda: False)
+    monkeypatch.setattr("pipeline.core.gpus.cuda_answers", lambda: False)
     loaded = checks.with_overrides(config.load(ROOT / "configs" / "tiny_cpu.yaml"), {
         "gradient_checkpointing": True, "pipeline.compute": "fastest", "pipeline.compute_gpu_mem": "32GiB"})
     run = engine.start_run("smoke", config.resolve(loaded, build_models=False), tmp_path / "runs")

@@ -12,7 +12,6 @@ from support import ROOT
 
 from pipeline import checks
 from pipeline.checks import review as inspect_mod
-from pipeline.checks import target
 
 TINY = "configs/tiny_cpu.yaml"
 
@@ -106,16 +105,3 @@ def test_a_corrupt_entry_is_checked_afresh(project, tmp_path, calls):
     entry.write_text('{"findings": [{"path": 1}], "files": {}}')
     assert not checks.run(TINY, remember=cache).errors
     assert len(calls) == 2
-
-
-def test_no_nvidia_driver_answers_without_torch(monkeypatch):
-    """On a machine without NVIDIA's driver the launching process must not import torch to learn that."""
-    import sys
-
-    if os.path.exists("/dev/kfd") or os.path.exists("/dev/nvidiactl"):
-        pytest.skip("a GPU driver is present here")
-    monkeypatch.delitem(sys.modules, "torch", raising=False)
-    monkeypatch.setattr(target, "_torch_cuda", lambda: pytest.fail("asked torch"))
-    assert target._local_cuda() is None
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert target._local_cuda() is None
