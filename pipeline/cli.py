@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return int(ExitCode.USAGE)
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-    from pipeline.core import engine
+    from pipeline.core import bytecode, engine
 
-    engine.use_bytecode_cache()
+    bytecode.use_bytecode_cache()
     try:
         if getattr(args, "check_gpus", False):  # smoke, train: a --gpus count the machine lacks fails here,
             engine.check_gpus(args.gpus)        # not inside axolotl after its slow imports

@@ -416,12 +416,11 @@ def for_check(ctx: Any) -> dict[str, Any] | None:
     return {**choice.as_dict(), "asked": asked}
 
 
-def comment(record: Mapping[str, Any] | None) -> list[str]:
-    """Comment lines (without `# `) for the resolved config: the computation chosen and the estimate behind it."""
-    if not record:
-        return []
-    summary = record["summary"]
-    lines = [f"compute: fastest {summary}" if record.get("card_gib") else f"compute: fastest ({summary})"]
-    if record.get("settings"):
-        lines.append("set for it: " + ", ".join(f"{k}={v}" for k, v in record["settings"].items()))
-    return lines
+def plan(resolved: Any) -> tuple[Any, dict[str, Any] | None]:
+    """`pipeline.compute`, decided once for a run (smoke, train): the resolved config (config.ResolvedConfig)
+    with the chosen settings in its axolotl config, and the record of the choice that the launcher writes
+    into the run folder (None unless `compute: fastest`). The launcher never decides it again."""
+    from dataclasses import replace
+
+    chosen, record = apply(resolved.source, resolved.axolotl, resolved.settings)
+    return replace(resolved, axolotl=chosen), record

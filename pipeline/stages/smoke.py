@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.checks import flops
-from pipeline.core import bounds, cache, config, engine, outcome, provenance, runs, safeio, section, summary
+from pipeline.checks import compute, flops
+from pipeline.core import bounds, cache, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
 
@@ -136,7 +136,8 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
         if key not in cfg.overrides:
             resolved.axolotl.pop(key, None)
 
-    run = engine.start_run("smoke", resolved, runs_dir, max_steps=steps, world_size=gpus)
+    resolved, chosen = compute.plan(resolved)
+    run = run_start.start_run("smoke", resolved, runs_dir, compute=chosen, max_steps=steps, world_size=gpus)
     hashes = dict(run.manifest().get("data") or {})  # what start_run hashed, once
 
     started = time.perf_counter()

@@ -70,9 +70,11 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     assert config_path is not None
     gpus = gpus or 1
     cfg, resolved = load(config_path, overrides)
-    from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
+    from pipeline.checks import compute
+    from pipeline.core import run_start
 
-    run = engine.start_run(STAGE, resolved, runs_dir, world_size=gpus, attempts=[])
+    resolved, chosen = compute.plan(resolved)
+    run = run_start.start_run(STAGE, resolved, runs_dir, compute=chosen, world_size=gpus, attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
     return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
 

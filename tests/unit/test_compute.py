@@ -14,7 +14,7 @@ import yaml
 from pipeline import checks
 from pipeline.checks import compute, estimate, shapes
 from pipeline.checks.memory import fits
-from pipeline.core import config, engine, models, section
+from pipeline.core import config, models, run_start, section
 
 ROOT = Path(__file__).resolve().parents[2]
 LORA, QLORA = ROOT / "configs" / "lora_style_transfer.yaml", ROOT / "configs" / "qlora_style_transfer.yaml"
@@ -153,7 +153,8 @@ def test_a_run_records_the_choice_in_its_config_and_manifest(tmp_path, monkeypat
         "base_model": "pipeline://random/llama-3.1-8b", "pipeline.compute": "fastest",
         "pipeline.compute_gpu_mem": "32GiB", "pipeline.bounds.peak_vram_gib": 32})
     resolved = config.resolve(loaded, build_models=False)
-    run = engine.start_run("smoke", resolved, tmp_path / "runs")
+    resolved, chosen = compute.plan(resolved)
+    run = run_start.start_run("smoke", resolved, tmp_path / "runs", compute=chosen)
     run.lock.release()
     text = (run.path / "config.yaml").read_text()
     assert "# compute: fastest for a 32 GiB card: 16 of 32 layers recomputed" in text
@@ -176,7 +177,8 @@ def test_as_written_leaves_the_run_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     loaded = checks.with_overrides(config.load(LORA), {"base_model": "pipeline://random/llama-3.1-8b",
                                                        "pipeline.compute": "as_written"})
-    run = engine.start_run("smoke", config.resolve(loaded, build_models=False), tmp_path / "runs")
+    resolved, chosen = compute.plan(config.resolve(loaded, build_models=False))
+    run = run_start.start_run("smoke", resolved, tmp_path / "runs", compute=chosen)
     run.lock.release()
     assert "compute" not in run.manifest()
     assert not (run.path / "config.yaml").read_text().splitlines()[1].startswith("# compute")
@@ -203,7 +205,8 @@ def test_a_cpu_run_is_computed_as_written(tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.core.gpus.cuda_answers", lambda: False)
     loaded = checks.with_overrides(config.load(ROOT / "configs" / "tiny_cpu.yaml"), {
         "gradient_checkpointing": True, "pipeline.compute": "fastest", "pipeline.compute_gpu_mem": "32GiB"})
-    run = engine.start_run("smoke", config.resolve(loaded, build_models=False), tmp_path / "runs")
+    resolved, chosen = compute.plan(config.resolve(loaded, build_models=False))
+    run = run_start.start_run("smoke", resolved, tmp_path / "runs", compute=chosen)
     run.lock.release()
     assert run.manifest()["compute"]["note"] == "no GPU here: a CPU run is computed as written"
     assert yaml.safe_load((run.path / "config.yaml").read_text())["gradient_checkpointing"] is True

@@ -7,25 +7,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.core import engine
+from pipeline.core import bytecode, engine, run_start
 
 
 def test_small_data_is_prepared_in_one_process(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text('{"messages": []}\n' * 40)
-    cfg = engine.prepare({"sequence_len": 64}, tmp_path / "out", tmp_path / "cache", [data])
+    cfg = run_start.prepare({"sequence_len": 64}, tmp_path / "out", tmp_path / "cache", [data])
     assert cfg["dataset_num_proc"] == 1
 
 
 def test_large_data_and_an_explicit_setting_keep_their_process_count(tmp_path):
     data = tmp_path / "rows.jsonl"
     with data.open("wb") as f:
-        f.truncate(engine.SMALL_DATA_BYTES + 1)
-    assert "dataset_num_proc" not in engine.prepare({}, tmp_path / "out", tmp_path / "cache", [data])
+        f.truncate(run_start.SMALL_DATA_BYTES + 1)
+    assert "dataset_num_proc" not in run_start.prepare({}, tmp_path / "out", tmp_path / "cache", [data])
     small = tmp_path / "small.jsonl"
     small.write_text("{}\n")
-    assert engine.prepare({"dataset_num_proc": 8}, tmp_path, tmp_path, [small])["dataset_num_proc"] == 8
-    assert "dataset_num_proc" not in engine.prepare({"dataset_processes": 8}, tmp_path, tmp_path, [small])
+    assert run_start.prepare({"dataset_num_proc": 8}, tmp_path, tmp_path, [small])["dataset_num_proc"] == 8
+    assert "dataset_num_proc" not in run_start.prepare({"dataset_processes": 8}, tmp_path, tmp_path, [small])
 
 
 def test_the_launching_process_does_not_import_axolotl_or_torch():
@@ -68,7 +68,7 @@ def _package_without_bytecode(root: Path, name: str = "somepkg") -> Path:
 
 def _clean_bytecode_settings(monkeypatch) -> None:
     """Start from no bytecode settings; whatever use_bytecode_cache() sets is undone after the test."""
-    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", engine.PYCACHE_ENV):
+    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", bytecode.PYCACHE_ENV):
         monkeypatch.setenv(var, "")  # recorded, so the undo restores the variable as it was
         monkeypatch.delenv(var)
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
@@ -78,15 +78,15 @@ def _clean_bytecode_settings(monkeypatch) -> None:
 def test_bytecode_goes_to_the_cache_where_the_environment_forbids_writing_it(tmp_path, monkeypatch):
     _package_without_bytecode(tmp_path / "src")
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
+    monkeypatch.setattr(bytecode, "BYTECODE_PROBES", ("somepkg",))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
     _clean_bytecode_settings(monkeypatch)
-    engine.use_bytecode_cache()
+    bytecode.use_bytecode_cache()
     assert sys.pycache_prefix is None  # bytecode is written beside the sources as usual
     assert "PYTHONPYCACHEPREFIX" not in engine.environment(tmp_path / "m.jsonl", offline=True)
 
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as CUDA images set it
-    engine.use_bytecode_cache()
+    bytecode.use_bytecode_cache()
     assert sys.pycache_prefix == str(tmp_path / "pycache")
     env = engine.environment(tmp_path / "m.jsonl", offline=True)
     assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
@@ -94,11 +94,11 @@ def test_bytecode_goes_to_the_cache_where_the_environment_forbids_writing_it(tmp
 
     _clean_bytecode_settings(monkeypatch)
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    monkeypatch.setenv(engine.PYCACHE_ENV, "0")
-    assert engine.bytecode_cache() is None
-    monkeypatch.delenv(engine.PYCACHE_ENV)
+    monkeypatch.setenv(bytecode.PYCACHE_ENV, "0")
+    assert bytecode.bytecode_cache() is None
+    monkeypatch.delenv(bytecode.PYCACHE_ENV)
     monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "mine"))  # the user's own prefix wins
-    engine.use_bytecode_cache()
+    bytecode.use_bytecode_cache()
     assert engine.environment(tmp_path / "m.jsonl", offline=True)["PYTHONPYCACHEPREFIX"] == str(tmp_path / "mine")
 
 
@@ -108,20 +108,20 @@ def test_installed_bytecode_is_used_as_it_is(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(pkg)], check=True,
                    env={k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"})
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
+    monkeypatch.setattr(bytecode, "BYTECODE_PROBES", ("somepkg",))
     _clean_bytecode_settings(monkeypatch)
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    assert engine.bytecode_cache() is None
+    assert bytecode.bytecode_cache() is None
 
 
 def test_a_child_under_the_bytecode_cache_writes_there_and_not_beside_its_sources(tmp_path, monkeypatch):
     pkg = _package_without_bytecode(tmp_path / "src")
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    monkeypatch.setattr(engine, "BYTECODE_PROBES", ("somepkg",))
+    monkeypatch.setattr(bytecode, "BYTECODE_PROBES", ("somepkg",))
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
     _clean_bytecode_settings(monkeypatch)
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    engine.use_bytecode_cache()
+    bytecode.use_bytecode_cache()
     env = engine.environment(tmp_path / "m.jsonl", offline=True)
     subprocess.run([sys.executable, "-c", "import somepkg"], cwd=tmp_path / "src", env=env, check=True)
     assert not (pkg / "__pycache__").exists()
@@ -138,7 +138,7 @@ def test_prepared_data_is_keyed_by_the_content_of_data_and_tokenizer(tmp_path):
     def folder(**changes) -> str:
         from pipeline.core import provenance
 
-        prepared = engine.prepare({**cfg, **changes}, tmp_path / "out", tmp_path / "cache", [rows],
+        prepared = run_start.prepare({**cfg, **changes}, tmp_path / "out", tmp_path / "cache", [rows],
                                   provenance.data_hashes([rows]))
         return prepared["dataset_prepared_path"]
 
