@@ -15,13 +15,12 @@ but JSON, so it answers at once for hundreds of runs.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
 from pipeline.core import lock, runs, summary
 from pipeline.core.errors import printable
-from pipeline.core.proc import pid_alive
+from pipeline.core.proc import recorded_alive
 from pipeline.core.table import pipe_table
 
 COLUMNS = ("run", "config", "stage", "status", "steps", "final_loss", "peak_memory", "merged", "evaluated")
@@ -88,10 +87,7 @@ def status(record: dict[str, Any], folder: Path | None = None) -> str | None:
         return value if isinstance(value, str) else None
     if folder is not None and (folder / lock.NAME).exists():  # the lock knows, even where a pid was reused
         return value if lock.holder(folder) is not None else "killed"
-    pid, host = record.get("pid"), record.get("host", socket.gethostname())
-    if host != socket.gethostname() or not isinstance(pid, int):
-        return value
-    return value if pid_alive(pid) else "killed"
+    return "killed" if recorded_alive(record) is False else value  # None: another host's, or not known
 
 
 def table(rows: list[dict[str, Any]]) -> str:

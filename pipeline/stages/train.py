@@ -43,7 +43,7 @@ from typing import Any, TextIO
 from pipeline import checks
 from pipeline.core import cache, config, lock, outcome, provenance, runs, safeio, summary
 from pipeline.core.errors import ExitCode, UserError
-from pipeline.core.proc import pid_alive, sigterm_as_interrupt
+from pipeline.core.proc import recorded_alive, sigterm_as_interrupt
 
 STAGE = "train"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -296,13 +296,9 @@ def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Ru
 
 
 def is_alive(manifest: dict[str, Any]) -> bool:
-    """A `running` manifest whose process still exists on this host (else it was killed without a word)."""
-    if manifest.get("status") != "running" or manifest.get("host") != socket.gethostname():
-        return False
-    pid = manifest.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    return pid_alive(pid)
+    """A `running` manifest of another process that still exists on this host (proc.recorded_alive's rule)."""
+    return (manifest.get("status") == "running" and manifest.get("pid") != os.getpid()
+            and recorded_alive(manifest) is True)
 
 
 def resume_run(run: runs.Run, *, gpus: int | None) -> int:
