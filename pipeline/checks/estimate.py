@@ -4,7 +4,7 @@ The shape (`pipeline.checks.shapes`) is read off the module tree transformers bu
 from the architecture's config.json, so every count below comes from the real model, not from a formula
 typed in by hand:
 
-- `lora_targets(shape, cfg)`: the linear layers a config's LoRA would wrap, matched the way axolotl and
+- `lora_targets(shape, cfg)` (in `pipeline.checks.trained`, with `trainable`): the linear layers a config's LoRA would wrap, matched the way axolotl and
   peft match them (`lora_target_linear`: every linear layer but the output embedding; a list: a module
   whose name is, or ends with `.` + , an entry; a string: a regex that must match the whole name);
 - `trainable(shape, cfg)`: LoRA parameters (r x (in + out) per wrapped layer) and the full copies that
@@ -45,105 +45,18 @@ embeddings for LoRA/QLoRA is reported beside the peak (`loading_gib`), derived a
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pipeline.checks.shapes import Linear, Shape
+from pipeline.checks.shapes import Shape
+from pipeline.checks.trained import Trainable, lora_targets, matches, trainable
 
 GIB = 1024**3
 
 #: NF4 with double quantisation (axolotl's QLoRA): 4 bits, a one-byte absmax per 64 weights, an fp32
 #: second-level absmax per 256 blocks
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
-
-
-# --- what a config trains -----------------------------------------------------------------------------
-
-def _matches(name: str, key: str) -> bool:
-    return name == key or name.endswith("." + key)
-
-
-def lora_targets(s: Shape, cfg: Mapping[str, Any]) -> tuple[list[Linear], list[str]]:
-    """(wrapped linear layers, entries of lora_target_modules that match no module)."""
-    raw = cfg.get("lora_target_modules")
-    if isinstance(raw, str):
-        pattern = re.compile(raw)
-        chosen = [lin for lin in s.linears if pattern.fullmatch(lin.name)]
-        return chosen, ([] if chosen else [raw])
-    entries = [str(x) for x in (raw or [])]
-    if cfg.get("lora_target_linear"):
-        entries += sorted({lin.name.rsplit(".", 1)[-1] for lin in s.linears
-                           if lin.name != s.output_embedding})
-    if not entries:  # peft's own default for the architecture
-        entries = default_targets(s.model_type)
-    names = {m.rsplit(".", 1)[-1] for m in s.module_params} | set(s.module_params)
-    missing = [e for e in dict.fromkeys(str(x) for x in (raw or []))
-               if not any(_matches(n, e) for n in names)]
-    chosen = [lin for lin in s.linears if any(_matches(lin.name, e) for e in entries)]
-    return _in_layers(chosen, cfg.get("peft_layers_to_transform")), missing
-
-
-def _in_layers(chosen: list[Linear], layers: Any) -> list[Linear]:
-    """peft's `layers_to_transform` (axolotl: peft_layers_to_transform): only modules inside those decoder
-    layers are wrapped; a module outside every numbered layer is then not wrapped at all."""
-    if layers is None or isinstance(layers, bool):
-        return chosen
-    try:
-        keep = {int(layers)} if isinstance(layers, (int, str)) else {int(x) for x in layers}
-    except (TypeError, ValueError):
-        return chosen  # not a layer list: the schema reports it, the count stays the unfiltered one
-    out = []
-    for lin in chosen:
-        m = re.search(r"(?:^|\.)layers\.(\d+)\.", lin.name)
-        if m is not None and int(m.group(1)) in keep:
-            out.append(lin)
-    return out
-
-
-def default_targets(model_type: str) -> list[str]:
-    """peft's default LoRA targets for an architecture (what it wraps when the config names none)."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
-
-    return list(defaults.get(model_type, []))
-
-
-def modules_to_save(s: Shape, cfg: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
-    """({entry: parameters its trained copies add}, entries that match no module)."""
-    added, missing = {}, []
-    for entry in [str(x) for x in (cfg.get("lora_modules_to_save") or [])]:
-        hits = [n for n in s.module_params if _matches(n, entry)]
-        if hits:
-            added[entry] = sum(s.module_params[n] for n in hits)
-        else:
-            missing.append(entry)
-    return added, missing
-
-
-@dataclass
-class Trainable:
-    lora: int
-    saved: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def saved_total(self) -> int:
-        return sum(self.saved.values())
-
-    @property
-    def total(self) -> int:
-        return self.lora + self.saved_total
-
-
-def trainable(s: Shape, cfg: Mapping[str, Any]) -> Trainable:
-    """LoRA's A and B of every target (r x in, out x r); with DoRA (`peft_use_dora`) also the magnitude
-    vector peft adds per target, one weight per output feature."""
-    r = int(cfg.get("lora_r") or 8)
-    dora = bool(cfg.get("peft_use_dora"))
-    targets, _ = lora_targets(s, cfg)
-    return Trainable(lora=sum(r * (lin.in_features + lin.out_features) + (lin.out_features if dora else 0)
-                              for lin in targets),
-                     saved=modules_to_save(s, cfg)[0])
 
 
 # --- memory --------------------------------------------------------------------------------------------
@@ -318,7 +231,7 @@ def loss_bytes(s: Shape, cfg: Mapping[str, Any], tokens: int, adapter: str = "lo
     st = _setup(s, cfg, adapter)
     head = s.vocab * s.hidden
     head_trains = st.adapter == "full" or any(
-        _matches(s.output_embedding or "", str(m)) for m in (cfg.get("lora_modules_to_save") or []))
+        matches(s.output_embedding or "", str(m)) for m in (cfg.get("lora_modules_to_save") or []))
     if not st.fused_loss:
         return 12.0 * tokens * s.vocab + (2.0 * head if st.adapter == "full" else 0.0)
     chunk = 1 << max(0, math.ceil(tokens / math.ceil(s.vocab / s.hidden)) - 1).bit_length()
@@ -356,7 +269,7 @@ def peak_vram(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int) -> Es
         groups = [(s.total_params - emb_params - norm_params, 2, False), (inp, 4, True),
                   (emb_params - inp + norm_params, 4, False)]
     else:
-        groups = [(t.lora, 4, False)] + [(n, 2, _matches(s.input_embedding, entry)) for entry, n in t.saved.items()]
+        groups = [(t.lora, 4, False)] + [(n, 2, matches(s.input_embedding, entry)) for entry, n in t.saved.items()]
     trained = sum(n * b for n, b, _ in groups)
     moments = sum(n * optimizer_state(optimizer, b, emb) for n, b, emb in groups)
     state = (0.0 if st.adapter == "full" else trained) + trained + moments + WORKSPACES

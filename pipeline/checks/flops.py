@@ -9,7 +9,7 @@ but not work the training needs):
     + 8 * L * S * d    attention scores and values at sequence length S, forward and backward
 
 N_base is every linear layer of the model (embeddings excluded, the output projection included), N_adapter
-what LoRA trains (`estimate.trainable`), L the decoder layers, S `sequence_len` (packed sequences fill it),
+what LoRA trains (`trained.trainable`), L the decoder layers, S `sequence_len` (packed sequences fill it),
 d the attention's query width (heads x head_dim: the hidden size in most models). A full fine-tune trains
 every base weight: 6 * N_base. Copies that `lora_modules_to_save` trains are counted as frozen base.
 """
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.checks import estimate
+from pipeline.checks import trained
 from pipeline.checks.shapes import Shape
 
 
@@ -44,7 +44,7 @@ def per_token(s: Shape, cfg: Mapping[str, Any], adapter: str | None) -> Flops:
     n_base = sum(lin.numel for lin in s.linears)
     attention = 8 * s.layers * seq * (s.q_dim or s.hidden)
     if adapter in ("lora", "qlora"):
-        n_adapter = estimate.trainable(s, cfg).lora
+        n_adapter = trained.trainable(s, cfg).lora
         return Flops(4 * n_base + 6 * n_adapter + attention, n_base, n_adapter)
     return Flops(6 * n_base + attention, n_base, 0)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pipeline.checks import compute, data, estimate, lengths, matrix_lookup, rules, shapes  # noqa: F401 - rules registers every config rule
+from pipeline.checks import compute, data, estimate, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report, Schedule
 from pipeline.checks.memory import estimates, recommendation
@@ -118,11 +118,11 @@ def _model_facts(ctx: Context) -> dict[str, Any]:
     """Trainable parameters and the memory estimates, from the model's shape."""
     assert ctx.shape is not None
     # a full fine-tune trains every weight
-    t = estimate.trainable(ctx.shape, ctx.cfg) if ctx.adapter else estimate.Trainable(0)
-    trained = t.total if ctx.adapter else ctx.shape.total_params
-    out: dict[str, Any] = {"params": {"total": ctx.shape.total_params, "trainable": trained, "lora": t.lora,
+    t = trained.trainable(ctx.shape, ctx.cfg) if ctx.adapter else trained.Trainable(0)
+    count = t.total if ctx.adapter else ctx.shape.total_params
+    out: dict[str, Any] = {"params": {"total": ctx.shape.total_params, "trainable": count, "lora": t.lora,
                                       "modules_to_save": t.saved,
-                                      "trainable_percent": round(100 * trained / ctx.shape.total_params, 3)}}
+                                      "trainable_percent": round(100 * count / ctx.shape.total_params, 3)}}
     out["memory"] = {a: e.as_dict() for a, e in estimates(ctx).items()}
     if ctx.target.memory_gib:
         out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib

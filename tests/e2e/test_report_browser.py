@@ -14,7 +14,7 @@ from PIL import Image
 from support import ROOT
 
 from pipeline.core import inference, runs
-from pipeline.stages import evaluate, report
+from pipeline.stages import evaluate, report, scoring
 
 SIZE = (1280, 4000)
 
@@ -34,7 +34,7 @@ def write_report(folder: Path) -> dict:
     result = {"run": run.name, "config": "configs/smollm2_cpu.yaml", "base_model": "pipeline://smollm2-135m-instruct",
               "adapter_type": "lora", "examples": len(examples), "models": {m.name: m.summary() for m in measured},
               "per_example": evaluate.per_example(examples, measured, terms),
-              "reference": evaluate.reference_scores(examples, terms),
+              "reference": scoring.reference_scores(examples, terms),
               "gates": evaluate.judge({"style_min": 0.5}, measured),
               "merged_agreement": evaluate.agree(measured[1:], {"adapter": "lora"}, run),
               "ok": True, "runtime_s": 1.0,
@@ -57,7 +57,7 @@ def test_chromium_shows_three_columns_per_example_with_the_coined_terms_highligh
     # in page order per example: the reference's terms, then base (none: the plain source), tuned, merged
     expected = ["highlighted"]  # the sentence above the examples shows what a highlight looks like
     for ex in made["examples"]:
-        in_reference = [ex.reference[a:b] for a, b in evaluate.term_spans(ex.reference, made["terms"])]
+        in_reference = [ex.reference[a:b] for a, b in scoring.term_spans(ex.reference, made["terms"])]
         expected += in_reference * 3
     assert shown.marked() == expected
     assert "skyseed" in expected and "Hollow Bloom" in expected  # a two-word term is one highlight

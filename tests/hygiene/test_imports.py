@@ -1,4 +1,5 @@
-"""The package's shape: no import circles, no module too long to read, stages that never import each other.
+"""The package's shape: no import circles, no two parts importing each other, no module too long to read,
+stages that never import each other, and one module that asks the machine about its GPUs.
 
 The import graph is read from the source with `ast` (nothing is imported), with every import a module
 holds, at its top and inside its functions alike: a lazy import still makes the two modules depend on
@@ -7,9 +8,13 @@ package's `__init__` is a node of its own: `from pipeline.checks import data` de
 `pipeline.checks.data`, and on `pipeline.checks` only for a name that is not a submodule (Python runs
 the parents' `__init__` first, but that is every submodule's edge and says nothing about the design).
 
-The stages are the modules a user's command runs (docs/architecture.md): `check`, `smoke`, `train`,
+A *part* is a subpackage of `pipeline` (`commands`, `stages`, `checks`, `core`, `in_axolotl`) or one of its
+top-level modules (`cli`); parts form layers that only point down (docs/architecture.md).
+
+The stages are the modules a user's command runs, in `pipeline/stages/`: `check`, `smoke`, `train`,
 `merge`, `evaluate`, `runs`; shared code goes down into `core/` or `checks/`, never sideways.
-`report.py` is not a stage: it is evaluate's helper (how an evaluation is shown), and evaluate imports it.
+`stages/report.py` and `stages/scoring.py` are not stages: they are evaluate's helpers (how an evaluation
+is shown, how a generation is scored as text), and only evaluate imports them.
 """
 
 from __future__ import annotations
@@ -21,10 +26,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 #: longer than this and a module holds more than one subject; split it
-MAX_LINES = 450
+MAX_LINES = 400
+#: modules over MAX_LINES for now, each with the issue that brings it under (remove the entry when it lands)
+KNOWN_LONG = {
+    "pipeline.core.safeio": "issue 28: the reliability rewrite of safeio.py splits it",
+}
+#: the parts, top layer first: a part imports only parts below it
+LAYERS = ("cli", "commands", "stages", "checks", "in_axolotl", "core")
+#: the one module that asks the machine about its GPUs (NVML, torch.cuda, nvidia-smi)
+GPU_PROBE = "pipeline.core.gpus"
 STAGES = ("stages.check", "stages.smoke", "stages.train", "stages.merge", "stages.evaluate", "stages.runs")
 #: helpers a stage may import that sit beside the stages, with the one stage that uses each
-STAGE_HELPERS = {"stages.report": "stages.evaluate"}
+STAGE_HELPERS = {"stages.report": "stages.evaluate", "stages.scoring": "stages.evaluate"}
 
 
 def modules() -> dict[str, Path]:
@@ -117,7 +130,56 @@ def test_no_import_circles():
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_no_module_is_longer_than_the_limit(name):
     lines = len(modules()[name].read_text(encoding="utf-8").splitlines())
+    if name in KNOWN_LONG and lines > MAX_LINES:
+        pytest.xfail(f"{lines} lines: {KNOWN_LONG[name]}")
     assert lines <= MAX_LINES, f"{modules()[name]} has {lines} lines (at most {MAX_LINES}): split it by subject"
+
+
+def part(module: str) -> str:
+    """`pipeline.core.engine` -> `core`; `pipeline.cli` -> `cli`; `pipeline` (its __init__) -> `pipeline`."""
+    names = module.split(".")
+    return names[1] if len(names) > 1 else names[0]
+
+
+def part_edges(edges: dict[str, set[str]]) -> dict[tuple[str, str], list[str]]:
+    """Every import from one part into another, with the modules that make it."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for module, deps in edges.items():
+        for dep in deps:
+            if part(module) != part(dep):
+                out.setdefault((part(module), part(dep)), []).append(f"{module} -> {dep}")
+    return out
+
+
+def test_no_two_parts_import_each_other():
+    found = part_edges(graph())
+    mutual = sorted({tuple(sorted(pair)) for pair in found if pair[::-1] in found})
+    assert not mutual, "parts that import each other (move the shared code down into the lower one): " + "; ".join(
+        f"{a} <-> {b} ({found[(a, b)][0]}, {found[(b, a)][0]})" for a, b in mutual)
+
+
+def test_the_layers_point_down():
+    """Each part imports only parts below it in LAYERS (the package's own __init__ and __main__ aside)."""
+    found = part_edges(graph())
+    assert set(LAYERS) <= {part(m) for m in modules()}, "a layer named here is no longer a part of the package"
+    wrong = [f"{a} -> {b}: {via[0]}" for (a, b), via in sorted(found.items())
+             if a in LAYERS and b in LAYERS and LAYERS.index(b) <= LAYERS.index(a)]
+    assert not wrong, "imports that point up or sideways between layers: " + "; ".join(wrong)
+
+
+#: how a module would ask the machine which GPUs it has. `torch.cuda.is_available()` where torch is loaded
+#: already, to place tensors in this process (inference, a model build), is a use of the device, not a probe
+GPU_WORDS = ("pynvml", "nvidia-smi", "libnvidia-ml", "torch.cuda.device_count", "torch.cuda.get_device")
+
+
+def test_one_module_probes_the_gpus():
+    """NVML, nvidia-smi and torch.cuda's device questions are asked in core/gpus.py alone; in_axolotl (inside
+    axolotl's process, where torch is loaded and the devices are the trainer's) measures, and is left out.
+    The words are looked for in the source, so a probe written anywhere else fails this test."""
+    probing = sorted(name for name, path in modules().items()
+                     if not name.startswith("pipeline.in_axolotl")
+                     and any(w in path.read_text(encoding="utf-8") for w in GPU_WORDS))
+    assert probing == [GPU_PROBE], f"modules that ask the machine about its GPUs themselves: {probing}"
 
 
 def test_stages_never_import_each_other():

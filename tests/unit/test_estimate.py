@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.checks import estimate, shapes
+from pipeline.checks import estimate, shapes, trained
 from pipeline.core import models
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B"
@@ -30,11 +30,11 @@ def test_llama8b_shape(llama8b: shapes.Shape) -> None:
 
 
 def test_seed_lora_r64_all_linear(llama8b: shapes.Shape) -> None:
-    assert estimate.trainable(llama8b, SEED_RUN).lora == 167_772_160
+    assert trained.trainable(llama8b, SEED_RUN).lora == 167_772_160
 
 
 def test_seed_modules_to_save_adds_embeddings(llama8b: shapes.Shape) -> None:
-    added, missing = estimate.modules_to_save(llama8b, {"lora_modules_to_save": ["embed_tokens", "lm_head"]})
+    added, missing = trained.modules_to_save(llama8b, {"lora_modules_to_save": ["embed_tokens", "lm_head"]})
     assert added == {"embed_tokens": 128_256 * 4096, "lm_head": 128_256 * 4096}
     assert sum(added.values()) == 1_050_673_152 and missing == []
 
@@ -66,13 +66,13 @@ def test_counts_match_peft(tiny: shapes.Shape, cfg: dict) -> None:
                                                   layers_to_transform=cfg.get("peft_layers_to_transform"),
                                                   use_dora=bool(cfg.get("peft_use_dora"))))
     expected = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    assert estimate.trainable(tiny, cfg).total == expected
+    assert trained.trainable(tiny, cfg).total == expected
 
 
 def test_target_typo_is_reported(tiny: shapes.Shape) -> None:
-    _, missing = estimate.lora_targets(tiny, {"lora_target_modules": ["q_proj", "v_projj"]})
+    _, missing = trained.lora_targets(tiny, {"lora_target_modules": ["q_proj", "v_projj"]})
     assert missing == ["v_projj"]
-    assert estimate.lora_targets(tiny, {"lora_target_modules": "nothing_matches"})[1] == ["nothing_matches"]
+    assert trained.lora_targets(tiny, {"lora_target_modules": "nothing_matches"})[1] == ["nothing_matches"]
 
 
 # Measured on an H100 80GB HBM3, one run each (VERIFIED.md): 8B shape, seq 4096, packing, mbs 1, GA 4,

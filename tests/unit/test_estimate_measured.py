@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from support import ROOT
 
-from pipeline.checks import estimate, shapes
+from pipeline.checks import estimate, shapes, trained
 from pipeline.core import config, models
 
 RESULTS = ROOT / "benchmarks" / "results" / "memory-NVIDIA-H200.json"
@@ -48,7 +48,7 @@ def test_estimate_holds_to_the_measured_peak(row: dict[str, Any]) -> None:
 def test_trainable_parameters_are_exact(row: dict[str, Any]) -> None:
     cfg = resolved(row)
     s = shapes.shape(models.architecture_config(row["model"].removeprefix("pipeline://random/")))
-    expected = estimate.trainable(s, cfg).total if cfg.get("adapter") else s.total_params
+    expected = trained.trainable(s, cfg).total if cfg.get("adapter") else s.total_params
     assert row["trainable_params"] == expected
 
 

@@ -11,7 +11,7 @@ from support import ROOT
 
 from pipeline.core import runs
 from pipeline.core.errors import UserError
-from pipeline.stages import evaluate
+from pipeline.stages import evaluate, scoring
 
 TERMS = evaluate.read_terms(ROOT / "data" / "style_terms.txt")
 
@@ -19,22 +19,22 @@ TERMS = evaluate.read_terms(ROOT / "data" / "style_terms.txt")
 def test_style_terms_count_case_sensitive_whole_words():
     assert len(TERMS) == 12 and "Verdant Choir" in TERMS and not any(t.startswith("#") for t in TERMS)
     text = "The Gaea-pulse hummed through the Verdant Choir; Loomwaters rose and a loomwater fell."
-    assert evaluate.found_terms(text, TERMS) == ["Verdant Choir", "Gaea-pulse"]
-    assert evaluate.found_terms("the neurolinked city", TERMS) == []
-    assert evaluate.found_terms("by neurolink.", TERMS) == ["neurolink"]
-    spans = evaluate.term_spans(text, TERMS)
+    assert scoring.found_terms(text, TERMS) == ["Verdant Choir", "Gaea-pulse"]
+    assert scoring.found_terms("the neurolinked city", TERMS) == []
+    assert scoring.found_terms("by neurolink.", TERMS) == ["neurolink"]
+    spans = scoring.term_spans(text, TERMS)
     assert [text[a:b] for a, b in spans] == ["Gaea-pulse", "Verdant Choir"]  # where the report highlights
-    assert evaluate.term_spans("Hollow Bloom, hollow bloom", TERMS) == [[0, 12]]
+    assert scoring.term_spans("Hollow Bloom, hollow bloom", TERMS) == [[0, 12]]
 
 
 def test_content_recall_counts_the_source_content_words():
     source = "Every morning Priya rides her bicycle twelve kilometers to work."
-    assert evaluate.content_recall(source, source) == 1.0
-    assert evaluate.content_recall(source, "the the and to her") == 0.0
+    assert scoring.content_recall(source, source) == 1.0
+    assert scoring.content_recall(source, "the the and to her") == 0.0
     # content words: every morning priya rides bicycle twelve kilometers work -> 8; the rewrite keeps 6
     rewrite = "Each morning Priya rides her bicycle twelve kilometers, keeping time with the Gaea-pulse."
-    assert evaluate.content_recall(source, rewrite) == pytest.approx(6 / 8)
-    assert evaluate.content_recall("Priya's bicycle", "priya bicycle") == 1.0
+    assert scoring.content_recall(source, rewrite) == pytest.approx(6 / 8)
+    assert scoring.content_recall("Priya's bicycle", "priya bicycle") == 1.0
 
 
 def measured(name: str, val_loss: float, heldout_nll: float = 5.0, gens: tuple[str, ...] = ("a", "b"), chrf=10.0,

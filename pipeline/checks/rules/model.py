@@ -7,7 +7,7 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pipeline.checks import estimate, shapes
+from pipeline.checks import estimate, shapes, trained
 from pipeline.checks.context import Context, as_int, count
 from pipeline.checks.memory import tokens_per_micro_batch
 from pipeline.checks.registry import rule
@@ -71,13 +71,13 @@ def _save_without_tokens(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], 
         yield ("lora_modules_to_save",), (f"lora_modules_to_save {embeddings} trains full copies of the embeddings "
                                           f"though the config adds no tokens{none_new}; remove it unless you add tokens")
         return
-    added, _ = estimate.modules_to_save(ctx.shape, {"lora_modules_to_save": embeddings})
+    added, _ = trained.modules_to_save(ctx.shape, {"lora_modules_to_save": embeddings})
     shapes = [_weight_shape(ctx.shape, e) for e in embeddings]
     if len(set(shapes)) == 1 and shapes[0]:
         how = f"{len(shapes)} x " + " x ".join(count(d) for d in shapes[0])
     else:
         how = " + ".join(count(v) for v in added.values())
-    lora = estimate.trainable(ctx.shape, {**ctx.cfg, "lora_modules_to_save": []}).lora
+    lora = trained.trainable(ctx.shape, {**ctx.cfg, "lora_modules_to_save": []}).lora
     extra = _extra_memory(ctx, embeddings)
     yield ("lora_modules_to_save",), (
         f"lora_modules_to_save {embeddings} adds {count(sum(added.values()))} trainable parameters ({how}) to LoRA's "
@@ -127,8 +127,8 @@ def _target_missing(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]
     if not ctx.adapter or ctx.shape is None:
         return
     leaves = sorted(ctx.shape.leaf_names)
-    for key, missing in (("lora_target_modules", estimate.lora_targets(ctx.shape, ctx.cfg)[1]),
-                         ("lora_modules_to_save", estimate.modules_to_save(ctx.shape, ctx.cfg)[1])):
+    for key, missing in (("lora_target_modules", trained.lora_targets(ctx.shape, ctx.cfg)[1]),
+                         ("lora_modules_to_save", trained.modules_to_save(ctx.shape, ctx.cfg)[1])):
         for entry in missing:
             near = difflib.get_close_matches(entry, leaves, n=1, cutoff=0.6)
             hint = f"did you mean {near[0]!r}?" if near else f"module names here: {', '.join(leaves[:12])}"
@@ -144,8 +144,8 @@ def _targets_default(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]
         return
     if ctx.shape is None:
         return
-    defaults = estimate.default_targets(ctx.shape.model_type)
-    lora = estimate.trainable(ctx.shape, ctx.cfg).lora
+    defaults = trained.default_targets(ctx.shape.model_type)
+    lora = trained.trainable(ctx.shape, ctx.cfg).lora
     yield ("adapter",), (f"neither lora_target_linear nor lora_target_modules is set: peft falls back to "
                          f"{defaults or 'nothing'} for {ctx.shape.model_type} ({count(lora)} trainable parameters); set "
                          f"lora_target_linear: true or name the modules")
