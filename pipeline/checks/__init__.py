@@ -85,6 +85,20 @@ def _for(f: Finding, for_run: bool) -> Finding:
     return replace(f, severity="error") if for_run and f.rule in STOPS_A_RUN else f
 
 
+def for_run(path: str | Path, overrides: dict[str, Any] | None) -> tuple[config.LoadedConfig, list[Finding]]:
+    """The one loader of smoke and train: load -> `--set` overrides -> check for a run here (remembered by
+    content under the cache) -> resolve without building a model. Returns the config as the run will see it
+    and the check's warnings; every problem found raises one UserError (nothing is written)."""
+    from pipeline.core.cache import cache_dir
+
+    loaded = with_overrides(config.load(path), overrides)
+    report = run(loaded, remember=cache_dir() / "checks", for_run=True)
+    if report.errors:
+        raise UserError(*report.errors)  # resolving would report the same problems again
+    config.resolve(loaded, build_models=False)  # data paths and model names, without building
+    return loaded, report.warnings
+
+
 def with_overrides(loaded: config.LoadedConfig, overrides: dict[str, Any] | None) -> config.LoadedConfig:
     """The config as the run will see it: `--set` values applied (the user's file is not touched)."""
     if not overrides:

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline import checks
 from pipeline.checks import compute, flops
-from pipeline.core import bounds, cache, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
+from pipeline.core import bounds, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
 
@@ -103,17 +103,7 @@ def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[confi
     loaded, problems = [], []
     for p in paths:
         try:
-            cfg = checks.with_overrides(config.load(p), overrides)
-        except UserError as exc:
-            problems += exc.findings
-            continue
-        report = checks.run(cfg, remember=cache.cache_dir() / "checks", for_run=True)
-        loaded.append((cfg, report.warnings))
-        if report.errors:
-            problems += report.errors
-            continue  # resolving would report the same problems again
-        try:
-            config.resolve(cfg, build_models=False)
+            loaded.append(checks.for_run(p, overrides))
         except UserError as exc:
             problems += exc.findings
     if problems:

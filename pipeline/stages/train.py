@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline import checks
-from pipeline.core import cache, config, lock, outcome, provenance, runs, safeio, summary
+from pipeline.core import config, lock, outcome, provenance, runs, safeio, summary
 from pipeline.core.errors import ExitCode, UserError
 from pipeline.core.proc import recorded_alive, sigterm_as_interrupt
 
@@ -82,13 +82,9 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
 def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig]:
     """The config after the overrides, checked (the same entry as `pipeline check`) and resolved; bad input
     raises UserError before anything is written."""
-    cfg = checks.with_overrides(config.load(config_path), overrides)
-    report = checks.run(cfg, remember=cache.cache_dir() / "checks", for_run=True)
-    if report.errors:
-        raise UserError(*report.errors)
-    for warning in report.warnings:
+    cfg, warnings = checks.for_run(config_path, overrides)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    config.resolve(cfg, build_models=False)  # data paths and model names, without building
     return cfg, config.resolve(cfg)
 
 
