@@ -31,6 +31,18 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def record(config_path: Path | str | None) -> dict[str, Any]:
+    """What produced a result, built one way for run manifests, evaluations and smoke results: the stack's
+    versions, the git revision and the hardware (the GPUs this process may use).
+
+    Git is read from the folder of the config the result came from (the folder holding `config_path`; the
+    current folder where there is none): the config and its data are what a user versions beside their runs,
+    and that folder is the same whatever folder the command was started from. A config outside any
+    repository records no commit."""
+    folder = Path(config_path).resolve().parent if config_path else Path.cwd()
+    return {"versions": versions(), "git": git_revision(folder), "hardware": hardware()}
+
+
 def git_revision(cwd: Path | None = None) -> dict[str, Any]:
     """Commit of the project the run was started from, and whether the tree had uncommitted changes."""
     try:

@@ -355,9 +355,7 @@ def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: st
         "command": argv if argv is not None else sys.argv,
         "config": {"path": str(config_path), "sha256": config_sha256, "resolved_sha256": resolved_sha256},
         "data": data_hashes if data_hashes is not None else provenance.data_hashes(data_files),
-        "versions": provenance.versions(),
-        "git": provenance.git_revision(config_path.parent),
-        "hardware": provenance.hardware(),
+        **provenance.record(config_path),
         **extra,
     }
     run.write_json(run.manifest_path, manifest)

@@ -121,9 +121,10 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
             report.loss_curves(run.metrics(), run.name, stage.path / "loss_curves.png", result)
             report.base_vs_tuned(result, stage.path / "base_vs_tuned.png")
             runs.write_json(stage.path / "eval.json", result)
+            produced = provenance.record(manifest.get("config", {}).get("path"))  # git: the trained config's folder
             eval_manifest = {
                 "run": run.name, "stage": "evaluate", "finished": runs.now(), "command": sys.argv,
-                "versions": provenance.versions(), "hardware": provenance.hardware(), "git": provenance.git_revision(Path.cwd()),
+                "versions": produced["versions"], "hardware": produced["hardware"], "git": produced["git"],
                 "data": {str(p): provenance.sha256_file(p) for p in (settings["style_terms"], settings["heldout"])},
                 "validation": {str(p): provenance.sha256_file(p) for p in validation_files(cfg)},
                 "train_manifest": {k: manifest.get(k) for k in ("run", "status", "started", "finished", "config",

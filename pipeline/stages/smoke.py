@@ -248,8 +248,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
             print(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}")
     payload = {
         "created": runs.now(),
-        "versions": provenance.versions(),
-        "hardware": provenance.hardware(),
+        **provenance.record(loaded[0][0].path if loaded else None),  # git: the (first) config's folder
         "command": sys.argv,
         "results": [r.as_dict() for r in results],
     }
