@@ -21,10 +21,10 @@ LOCK = ROOT / "requirements.lock"
 ENV = Path(os.environ.get("PIPELINE_NOX_ENV", ROOT / ".nox" / "locked"))
 BIN = ENV / "bin"
 
-#: What `nox -s lint` runs ruff over: the product, its tests, benchmarks, tools, experiments and this file. ruff
+#: What `nox -s lint` runs ruff over: the product, its tests, benchmarks, tools and this file (not the research record in docs/research/). ruff
 #: finds only *.py files in a folder, so a Python script without the suffix (a shebang naming python) is listed
 #: on its own. tests/hygiene/test_ci_lint.py fails for a tracked Python file that none of these covers.
-RUFF_PATHS = ["pipeline", "tests", "noxfile.py", "benchmarks", "tools", "experiments", "tools/compare-smoke"]
+RUFF_PATHS = ["pipeline", "tests", "noxfile.py", "benchmarks", "tools", "tools/compare-smoke"]
 
 nox.options.sessions = ["smoke", "tests"]
 nox.options.default_venv_backend = "none"

@@ -8,7 +8,7 @@ and none of the evaluation's held-out text is used.
 Each row starts from BOS and a short plain opener written here (everyday topics, none taken from
 data/general_heldout.txt), and continues with the model's sample. The rows are `completion` rows for axolotl.
 
-    python experiments/rehearsal.py pipeline://smollm2-135m-instruct experiments/data/rehearsal_smollm2.jsonl
+    python docs/research/rehearsal.py pipeline://smollm2-135m-instruct docs/research/data/rehearsal_smollm2.jsonl
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 OPENERS = [

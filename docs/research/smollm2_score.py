@@ -4,7 +4,7 @@
 `smollm2_sweep.py` runs this by path in a fresh process per adapter, with the repository root as the working
 directory, so that every score starts from a clean interpreter and one crash costs one row, not the sweep:
 
-    python experiments/smollm2_score.py RUN WHICH
+    python docs/research/smollm2_score.py RUN WHICH
 
 RUN is the run folder (its config.yaml says what was trained); WHICH is "base" for the base model, else the
 folder of the adapter (a checkpoint-* or the run's output/). For a full fine-tune (no adapter in the config)
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

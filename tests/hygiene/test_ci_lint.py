@@ -54,12 +54,19 @@ def test_compose_file_is_valid():
     lint([*argv, "-f", "docker/compose.yaml", "config", "--quiet"])
 
 
+#: the research record: scripts kept as documents of what was tried, not linted, tested or shipped
+RESEARCH = "docs/research/"
+
+
 def python_files() -> set[str]:
-    """Tracked files that are Python: a .py suffix, or a first line `#!` naming python (tools/compare-smoke)."""
+    """Tracked files of the product that are Python: a .py suffix, or a first line `#!` naming python
+    (tools/compare-smoke); the research record (RESEARCH) is not the product's."""
     out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     found = set()
     for rel in filter(None, out.decode().split("\0")):
         path = ROOT / rel
+        if rel.startswith(RESEARCH):
+            continue
         if rel.endswith(".py"):
             found.add(rel)
         elif path.is_file() and not path.is_symlink():
@@ -88,7 +95,8 @@ def covered(rel: str, paths: list[str]) -> bool:
 
 def test_the_python_files_are_found():
     files = python_files()
-    assert {"noxfile.py", "tools/compare-smoke", "tools/bundle.py", "experiments/smollm2_sweep.py"} <= files
+    assert {"noxfile.py", "tools/compare-smoke", "tools/bundle.py", "benchmarks/run.py"} <= files
+    assert not any(f.startswith(RESEARCH) for f in files)
     assert "tools/relock" not in files  # bash
 
 
