@@ -15,9 +15,9 @@ from pathlib import Path
 
 from support import ROOT
 
-#: what a reader is sent to
-DOCS = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
-                                                 ROOT / "models.lock"]
+#: what a reader is sent to (the research record, docs/research/, is kept as it was written, and left out)
+DOCS = sorted(p for p in (ROOT / "docs").rglob("*.md") if "research" not in p.relative_to(ROOT / "docs").parts) + [
+    ROOT / "README.md", ROOT / "benchmarks" / "README.md", ROOT / "models.lock"]
 PATH = re.compile(r"(?<![\w./-])((?:pipeline|tests|benchmarks|tools|docs|configs|data|docker)/[\w./*-]*[\w*])")
 PARTS = ("core", "checks", "stages", "commands", "in_axolotl")
 DOTTED = re.compile(rf"(?<![\w./-])pipeline\.(?:{'|'.join(PARTS)})(?:\.\w+)+")
