@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +95,26 @@ def run_here(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) ->
         os.environ.clear()
         os.environ.update(saved)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+# --- real disks that fill or refuse writes (need root, as in CI) ---------------------------------------------
+
+def mount(*args: str) -> subprocess.CompletedProcess[str]:
+    """`mount ARGS`, its output captured (a failure is the caller's to judge)."""
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (`1m`, `300k`) mounted on the new folder `where` for the block, unmounted
+    after; the test is skipped where it cannot be mounted (not root)."""
+    import pytest
+
+    where.mkdir()
+    proc = mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where))
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); CI runs these as root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

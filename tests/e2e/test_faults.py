@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import ROOT, TINY, copy_run, run_here, run_ok, wait_until
+from support import ROOT, TINY, copy_run, mount, run_here, run_ok, wait_until
+from support import tmpfs as support_tmpfs
 
 from pipeline.core import gpus, runs
 
@@ -348,22 +349,11 @@ def test_sigterm_then_two_resumes_at_once_one_refused_the_other_equals_an_uninte
 
 # --- full and read-only disks -------------------------------------------------------------------------------
 
-def _mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(name="tmpfs")
+def sixteen_mib_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 16 MiB filesystem that can be filled (needs root, as in CI)."""
-    where = tmp_path / "small-disk"
-    where.mkdir()
-    proc = _mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where))
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); CI runs these as root")
-    try:
+    with support_tmpfs(tmp_path / "small-disk", "16m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def fill(disk: Path) -> Path:
@@ -427,11 +417,11 @@ def read_only(tmp_path: Path, earlier: Path, trained: Path) -> Iterator[Project]
     project = Project(tmp_path / "project", tmp_path / "project" / "runs", earlier)
     copy_trained(project, trained)
     shutil.copytree(project.runs, tmp_path / "source")
-    bound = _mount("--bind", str(tmp_path / "source"), str(project.runs))
+    bound = mount("--bind", str(tmp_path / "source"), str(project.runs))
     if bound.returncode != 0:
         pytest.skip(f"cannot bind-mount here ({bound.stderr.strip() or 'not root'}); CI runs these as root")
     try:
-        ro = _mount("-o", "remount,ro,bind", str(project.runs))
+        ro = mount("-o", "remount,ro,bind", str(project.runs))
         if ro.returncode != 0:
             pytest.skip(f"cannot remount read-only here ({ro.stderr.strip()})")
         yield project

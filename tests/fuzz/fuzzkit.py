@@ -31,8 +31,8 @@ import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
+from support import ROOT  # noqa: E402 - the one repository root
 
-ROOT = Path(__file__).resolve().parents[2]
 PROFILE = os.environ.get("PIPELINE_FUZZ", "ci")
 FUZZ_EXAMPLES = int(os.environ.get("PIPELINE_FUZZ_EXAMPLES", "100000"))
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import fuzzkit
 import pytest
-from support import run_here
+from support import mount, run_here, tmpfs
 
 from pipeline.core import engine, runs
 from pipeline.core import prepared as prepared_data
@@ -64,22 +64,11 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def _mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 300 KiB filesystem: the issue's reproducer (a model cache with no room for the model)."""
-    where = tmp_path / "small-disk"
-    where.mkdir()
-    proc = _mount("-t", "tmpfs", "-o", "size=300k", "tmpfs", str(where))
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); CI runs these as root")
-    try:
+    with tmpfs(tmp_path / "small-disk", "300k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 @pytest.fixture
@@ -88,10 +77,10 @@ def read_only_cache(tmp_path: Path) -> Iterator[Path]:
     source, where = tmp_path / "cache-source", tmp_path / "cache"
     source.mkdir()
     where.mkdir()
-    if _mount("--bind", str(source), str(where)).returncode != 0:
+    if mount("--bind", str(source), str(where)).returncode != 0:
         pytest.skip("cannot bind-mount here (not root); CI runs these as root")
     try:
-        if _mount("-o", "remount,ro,bind", str(where)).returncode != 0:
+        if mount("-o", "remount,ro,bind", str(where)).returncode != 0:
             pytest.skip("cannot remount read-only here")
         yield where
     finally:
@@ -177,15 +166,8 @@ def test_prepared_data_being_written_now_is_left_alone(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 64 KiB filesystem for prepared data: room for axolotl's lock, none for the rows."""
-    where = tmp_path / "prepared-disk"
-    where.mkdir()
-    proc = _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where))
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); CI runs these as root")
-    try:
+    with tmpfs(tmp_path / "prepared-disk", "64k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 @pytest.mark.slow
@@ -199,7 +181,7 @@ def test_a_disk_that_fills_while_data_is_prepared_fails_the_run_and_the_next_pre
     assert proc.returncode == 3 and "Traceback" not in proc.stderr.split("==> smoke")[0], said[-3000:]
     (key,) = [p for p in tiny_disk.iterdir() if p.is_dir()]
     assert [p for p in key.iterdir() if p.is_dir()], "axolotl left nothing: the disk did not fill where meant"
-    assert _mount("-o", "remount,size=64m", str(tiny_disk)).returncode == 0  # space is back
+    assert mount("-o", "remount,size=64m", str(tiny_disk)).returncode == 0  # space is back
     proc = child(args, project, cache)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert f"note: removed {key}/" in proc.stderr  # the cut-short split, before axolotl could load it

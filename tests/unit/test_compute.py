@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
+from support import ROOT
 
 from pipeline import checks
 from pipeline.checks import compute, estimate, shapes
 from pipeline.checks.memory import fits
 from pipeline.core import config, models, run_start, section
 
-ROOT = Path(__file__).resolve().parents[2]
 LORA, QLORA = ROOT / "configs" / "lora_style_transfer.yaml", ROOT / "configs" / "qlora_style_transfer.yaml"
 BASELINE_LORA = ROOT / "benchmarks" / "configs" / "baseline_lora.yaml"
 BASELINE_QLORA = ROOT / "benchmarks" / "configs" / "baseline_qlora.yaml"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support import ROOT
+
 from pipeline.core import bytecode, engine, run_start
 
 
@@ -33,7 +35,7 @@ def test_the_launching_process_does_not_import_axolotl_or_torch():
     code = ("import sys; import pipeline.cli, pipeline.stages.smoke, pipeline.stages.train, pipeline.core.engine; "
             "print(sorted(m for m in ('axolotl', 'torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2]).stdout
+                         cwd=ROOT).stdout
     assert out.strip() == "[]"
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import tmpfs
 
 from pipeline.core import outcome, provenance, runs
 from pipeline.stages import train
@@ -141,16 +141,8 @@ def test_the_end_is_recorded_in_the_manifest_with_its_problem(tmp_path, capsys):
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB filesystem, filled to the last byte (needs root, as in CI)."""
-    where = tmp_path / "small-disk"
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); CI runs this as root")
-    try:
+    with tmpfs(tmp_path / "small-disk", "1m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def fill(disk: Path) -> None:

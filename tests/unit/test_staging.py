@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from pipeline.core import staging
 from pipeline.core.proc import pid_alive
@@ -40,7 +41,7 @@ def killed_attempt(run: Path) -> int:
         (stage.path / "report.md").write_text("half a rep")
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     assert proc.wait(timeout=120) == -signal.SIGKILL
     return proc.pid
 
