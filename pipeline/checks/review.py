@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pipeline.checks import compute, data, estimate, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
+from pipeline.checks import compute_plan, data, estimate, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report, Schedule
 from pipeline.checks.memory import estimates, recommendation
@@ -127,6 +127,6 @@ def _model_facts(ctx: Context) -> dict[str, Any]:
     if ctx.target.memory_gib:
         out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
         out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)
-    if (chosen := compute.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
+    if (chosen := compute_plan.for_check(ctx)) is not None:  # what `pipeline.compute: fastest` would choose
         out["compute"] = chosen
     return out

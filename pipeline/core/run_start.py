@@ -1,6 +1,6 @@
 """A new run folder, set up the one way every stage does it: the config axolotl will run (`prepare`), the user's
 config as written, and the manifest. The computation `pipeline.compute` chose is decided before (the stage
-asks `pipeline.checks.compute.plan`) and arrives here as a plain record, written as a comment and into the
+asks `pipeline.checks.compute_plan.plan`) and arrives here as a plain record, written as a comment and into the
 manifest."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, *, compute: Mapping[str
         hashes = provenance.data_hashes(resolved.data_files)
     except safeio.BadFile as exc:
         raise exc.user_error(cfg.path) from None
-    # `pipeline.compute: fastest`: the stage chose it (pipeline.checks.compute.plan) and resolved.axolotl holds it
+    # `pipeline.compute: fastest`: the stage chose it (pipeline.checks.compute_plan.plan) and resolved.axolotl holds it
     if compute is not None:
         manifest["compute"] = dict(compute)
     run = runs.create(runs_dir, cfg.name, stage)

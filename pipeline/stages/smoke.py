@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
-from pipeline.checks import compute, flops
+from pipeline.checks import compute_plan, flops
 from pipeline.core import bounds, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
@@ -126,7 +126,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
         if key not in cfg.overrides:
             resolved.axolotl.pop(key, None)
 
-    resolved, chosen = compute.plan(resolved)
+    resolved, chosen = compute_plan.plan(resolved)
     run = run_start.start_run("smoke", resolved, runs_dir, compute=chosen, max_steps=steps, world_size=gpus)
     hashes = dict(run.manifest().get("data") or {})  # what start_run hashed, once
 

@@ -70,10 +70,10 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     assert config_path is not None
     gpus = gpus or 1
     cfg, resolved = load(config_path, overrides)
-    from pipeline.checks import compute
+    from pipeline.checks import compute_plan
     from pipeline.core import run_start
 
-    resolved, chosen = compute.plan(resolved)
+    resolved, chosen = compute_plan.plan(resolved)
     run = run_start.start_run(STAGE, resolved, runs_dir, compute=chosen, world_size=gpus, attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
     return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)

@@ -13,7 +13,7 @@ import yaml
 from support import ROOT
 
 from pipeline import checks
-from pipeline.checks import compute, estimate, shapes
+from pipeline.checks import compute, compute_plan, estimate, shapes
 from pipeline.checks.memory import fits
 from pipeline.core import config, models, run_start, section
 
@@ -153,7 +153,7 @@ def test_a_run_records_the_choice_in_its_config_and_manifest(tmp_path, monkeypat
         "base_model": "pipeline://random/llama-3.1-8b", "pipeline.compute": "fastest",
         "pipeline.compute_gpu_mem": "32GiB", "pipeline.bounds.peak_vram_gib": 32})
     resolved = config.resolve(loaded, build_models=False)
-    resolved, chosen = compute.plan(resolved)
+    resolved, chosen = compute_plan.plan(resolved)
     run = run_start.start_run("smoke", resolved, tmp_path / "runs", compute=chosen)
     run.lock.release()
     text = (run.path / "config.yaml").read_text()
@@ -177,7 +177,7 @@ def test_as_written_leaves_the_run_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     loaded = checks.with_overrides(config.load(LORA), {"base_model": "pipeline://random/llama-3.1-8b",
                                                        "pipeline.compute": "as_written"})
-    resolved, chosen = compute.plan(config.resolve(loaded, build_models=False))
+    resolved, chosen = compute_plan.plan(config.resolve(loaded, build_models=False))
     run = run_start.start_run("smoke", resolved, tmp_path / "runs", compute=chosen)
     run.lock.release()
     assert "compute" not in run.manifest()
@@ -205,7 +205,7 @@ def test_a_cpu_run_is_computed_as_written(tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.core.gpus.cuda_answers", lambda: False)
     loaded = checks.with_overrides(config.load(ROOT / "configs" / "tiny_cpu.yaml"), {
         "gradient_checkpointing": True, "pipeline.compute": "fastest", "pipeline.compute_gpu_mem": "32GiB"})
-    resolved, chosen = compute.plan(config.resolve(loaded, build_models=False))
+    resolved, chosen = compute_plan.plan(config.resolve(loaded, build_models=False))
     run = run_start.start_run("smoke", resolved, tmp_path / "runs", compute=chosen)
     run.lock.release()
     assert run.manifest()["compute"]["note"] == "no GPU here: a CPU run is computed as written"

@@ -88,10 +88,11 @@ def test_the_manifest_records_the_visible_cards_only(four_cards, monkeypatch):
 
 
 def test_the_check_and_compute_ask_the_same_probe(four_cards, monkeypatch):
-    from pipeline.checks import compute, target
+    from pipeline.checks import target
+    from pipeline.core import cards
     from pipeline.core.config import LoadedConfig
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    assert compute.local_card() == ("card-1", 2.0)
+    assert cards.local_card() == ("card-1", 2.0)
     t = target.target_for(LoadedConfig(Path("x.yaml"), {"base_model": "some/model"}))
     assert (t.gpu, t.capability, t.why) == ("card-1", (9, 0), "the GPU here")
