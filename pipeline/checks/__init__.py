@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.core import config, section
 from pipeline.core.errors import Finding, UserError
+
+if TYPE_CHECKING:
+    from pipeline.checks.compute import Reach
 
 
 def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | None = None, device: str = "auto",
@@ -63,11 +66,12 @@ def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | N
     target = target_for(loaded, device, gpu, gpu_mem_gib)
     key = remembered.key(loaded, loaded.overrides, target.as_dict()) if remember is not None else None
     if key is not None and remember is not None and (hit := remembered.recall(remember, key)) is not None:
-        return Report(str(loaded.path), found + [_for(f, for_run) for f in hit], {})
+        schedule = remembered.recall_schedule(remember, key)  # what a run's computation plan reads
+        return Report(str(loaded.path), found + [_for(f, for_run) for f in hit], {"schedule": schedule} if schedule else {})
     report = inspect(loaded, target)
     if key is not None and remember is not None and not errors(report.findings):
         files = [d["resolved"] for d in report.facts.get("data", []) if d.get("resolved")]
-        remembered.store(remember, key, report.findings, files)
+        remembered.store(remember, key, report.findings, files, report.facts.get("schedule"))
     said = {f.rule for f in found}
     report.findings[:] = found + [_for(f, for_run) for f in report.findings
                                   if not ("model-unavailable" in said and f.rule in MOOT_WITHOUT_A_MODEL)]
@@ -85,10 +89,19 @@ def _for(f: Finding, for_run: bool) -> Finding:
     return replace(f, severity="error") if for_run and f.rule in STOPS_A_RUN else f
 
 
-def for_run(path: str | Path, overrides: dict[str, Any] | None) -> tuple[config.LoadedConfig, list[Finding]]:
+class Checked(NamedTuple):
+    """A config as a run will see it, checked: its warnings, and what the check knows of what it trains that the
+    run's computation plan reads (`compute.Reach`: the loss weighting, the sequences an epoch, the steps)."""
+
+    config: config.LoadedConfig
+    warnings: list[Finding]
+    reach: Reach
+
+
+def for_run(path: str | Path, overrides: dict[str, Any] | None) -> Checked:
     """The one loader of smoke and train: load -> `--set` overrides -> check for a run here (remembered by
-    content under the cache) -> resolve without building a model. Returns the config as the run will see it
-    and the check's warnings; every problem found raises one UserError (nothing is written)."""
+    content under the cache) -> resolve without building a model. Returns the config as the run will see it,
+    the check's warnings and its Reach; every problem found raises one UserError (nothing is written)."""
     from pipeline.core.cache import cache_dir
 
     loaded = with_overrides(config.load(path), overrides)
@@ -96,7 +109,18 @@ def for_run(path: str | Path, overrides: dict[str, Any] | None) -> tuple[config.
     if report.errors:
         raise UserError(*report.errors)  # resolving would report the same problems again
     config.resolve(loaded, build_models=False)  # data paths and model names, without building
-    return loaded, report.warnings
+    return Checked(loaded, report.warnings, reach_of(loaded, report.facts.get("schedule") or {}))
+
+
+def reach_of(loaded: config.LoadedConfig, schedule: dict[str, Any]) -> Reach:
+    """What a checked config trains, for its computation plan: the weighting, and the schedule's sequences an
+    epoch (exact where token lengths were measured) and planned steps (where exact)."""
+    from pipeline.checks.compute import Reach
+
+    sequences = schedule.get("sequences")
+    steps = schedule.get("total_steps") if schedule.get("total_exact") else None
+    return Reach(weighting=section.loss_weighting(loaded), sequences=sequences if isinstance(sequences, int) else None,
+                 exact=schedule.get("exact") is True, planned_steps=steps if isinstance(steps, int) else None)
 
 
 def with_overrides(loaded: config.LoadedConfig, overrides: dict[str, Any] | None) -> config.LoadedConfig:

@@ -21,12 +21,13 @@ def card_for(settings: Mapping[str, Any]) -> tuple[str | None, float | None]:
     return local if local is not None else (None, None)
 
 
-def apply(loaded: Any, axolotl_cfg: Mapping[str, Any],
-          settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def apply(loaded: Any, axolotl_cfg: Mapping[str, Any], settings: Mapping[str, Any],
+          reach: Reach | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The config a run hands axolotl and the record of the choice (None unless `compute: fastest`).
 
     loaded: the user's config (config.LoadedConfig); axolotl_cfg: as resolved for the run; settings: its
-    validated `pipeline:` section."""
+    validated `pipeline:` section; reach: what the check knows the run trains (None: unknown, so the split of
+    the global batch stays as written)."""
     from pipeline.checks.architecture import architecture
     from pipeline.core.gpus import cuda_answers
 
@@ -48,7 +49,7 @@ def apply(loaded: Any, axolotl_cfg: Mapping[str, Any],
         except Exception:  # noqa: BLE001 - a model transformers cannot build: the check has said so
             shape = None
     adapter = str(cfg.get("adapter")) if cfg.get("adapter") in ("lora", "qlora") else "full"
-    choice = choose(shape, cfg, adapter, card_gib, card=card, bound_gib=bound_of(settings))
+    choice = choose(shape, cfg, adapter, card_gib, card=card, bound_gib=bound_of(settings), reach=reach)
     return {**cfg, **choice.settings}, choice.as_dict()
 
 
@@ -87,11 +88,12 @@ def for_check(ctx: Any) -> dict[str, Any] | None:
     return {**choice.as_dict(), "asked": asked}
 
 
-def plan(resolved: Any) -> tuple[Any, dict[str, Any] | None]:
+def plan(resolved: Any, reach: Reach | None = None) -> tuple[Any, dict[str, Any] | None]:
     """`pipeline.compute`, decided once for a run (smoke, train): the resolved config (config.ResolvedConfig)
     with the chosen settings in its axolotl config, and the record of the choice that the launcher writes
-    into the run folder (None unless `compute: fastest`). The launcher never decides it again."""
+    into the run folder (None unless `compute: fastest`). The launcher never decides it again. reach: the
+    check's `compute.Reach` for the run (`checks.for_run`), its planned steps the run's own."""
     from dataclasses import replace
 
-    chosen, record = apply(resolved.source, resolved.axolotl, resolved.settings)
+    chosen, record = apply(resolved.source, resolved.axolotl, resolved.settings, reach)
     return replace(resolved, axolotl=chosen), record

@@ -66,12 +66,23 @@ def recall(folder: Path, key: str) -> list[Finding] | None:
         return None  # unreadable or from another version: check afresh
 
 
-def store(folder: Path, key: str, found: list[Finding], files: list[str]) -> None:
+def recall_schedule(folder: Path, key: str) -> dict[str, Any] | None:
+    """The schedule facts stored beside a remembered result (steps and sequences an epoch), or None."""
+    try:
+        schedule = json.loads((folder / f"{key}.json").read_text()).get("schedule")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return schedule if isinstance(schedule, dict) else None
+
+
+def store(folder: Path, key: str, found: list[Finding], files: list[str],
+          schedule: dict[str, Any] | None = None) -> None:
     from pipeline.core import runs
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         runs.write_atomic(folder / f"{key}.json", json.dumps({"findings": [f.as_dict() for f in found],
-                                                             "files": {p: sha256_of(p) for p in files}}) + "\n")
+                                                             "files": {p: sha256_of(p) for p in files},
+                                                             "schedule": schedule}) + "\n")
     except OSError:
         pass  # a read-only cache only costs the next run its check

@@ -96,7 +96,7 @@ class Result:
         }
 
 
-def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[tuple[config.LoadedConfig, list[Any]]]:
+def prepare_all(paths: list[str], overrides: dict[str, Any]) -> list[checks.Checked]:
     """Load every config, apply the overrides and check it (the same entry as `pipeline check`) before
     running any, so bad input fails before a GPU-minute is spent. Returns each config as the run will
     see it (overrides applied) with its warnings."""
@@ -116,8 +116,8 @@ def steps_of(cfg: config.LoadedConfig, max_steps: int) -> int:
     return max_steps or section.smoke_steps(cfg) or 3
 
 
-def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
-            gpus: int = 1, profile_step: int = 0, since: float | None = None) -> Result:
+def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path, gpus: int = 1, profile_step: int = 0,
+            since: float | None = None, reach: Any = None) -> Result:
     since = time.perf_counter() if since is None else since
     steps = steps_of(cfg, max_steps)
     merged = {**SMOKE_OVERRIDES, "max_steps": steps, **cfg.overrides}  # the user's --set wins
@@ -126,7 +126,7 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path,
         if key not in cfg.overrides:
             resolved.axolotl.pop(key, None)
 
-    resolved, chosen = compute_plan.plan(resolved)
+    resolved, chosen = compute_plan.plan(resolved, replace(reach, planned_steps=steps) if reach else None)
     run = run_start.start_run("smoke", resolved, runs_dir, compute=chosen, max_steps=steps, world_size=gpus)
     hashes = dict(run.manifest().get("data") or {})  # what start_run hashed, once
 
@@ -222,21 +222,21 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
                            f"--max-steps {max_steps} is negative; give a number of steps, at least 1")
     loaded = prepare_all(paths, overrides)
     if profile_step:  # a step the run never reaches would profile nothing, silently
-        late = [(c, steps_of(c, max_steps)) for c, _ in loaded if not 1 <= profile_step <= steps_of(c, max_steps)]
+        late = [(c, steps_of(c, max_steps)) for c, *_ in loaded if not 1 <= profile_step <= steps_of(c, max_steps)]
         if late:
             raise UserError(*(Finding("<command line>", None, "profile-step",
                                       f"--profile-step {profile_step} is outside {c.path}'s {n} steps; "
                                       f"pick 1..{n}") for c, n in late))
     if json_path is not None:
-        check_json_target(json_path, [c for c, _ in loaded])
-    for _cfg, warnings in loaded:
+        check_json_target(json_path, [c for c, *_ in loaded])
+    for _cfg, warnings, _ in loaded:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
     results = []
-    for cfg, _ in loaded:
+    for cfg, _, reach in loaded:
         print(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)", file=sys.stderr)
         result = run_one(cfg, max_steps=max_steps, runs_dir=runs_dir, gpus=gpus,
-                         profile_step=profile_step, since=since)
+                         profile_step=profile_step, since=since, reach=reach)
         since = time.perf_counter()
         results.append(result)
         if result.exit_code in SIGNALLED:

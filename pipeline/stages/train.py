@@ -69,23 +69,23 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
 
     assert config_path is not None
     gpus = gpus or 1
-    cfg, resolved = load(config_path, overrides)
+    cfg, resolved, reach = load(config_path, overrides)
     from pipeline.checks import compute_plan
     from pipeline.core import run_start
 
-    resolved, chosen = compute_plan.plan(resolved)
+    resolved, chosen = compute_plan.plan(resolved, reach)
     run = run_start.start_run(STAGE, resolved, runs_dir, compute=chosen, world_size=gpus, attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
     return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
 
 
-def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig]:
-    """The config after the overrides, checked (the same entry as `pipeline check`) and resolved; bad input
-    raises UserError before anything is written."""
-    cfg, warnings = checks.for_run(config_path, overrides)
+def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig, Any]:
+    """The config after the overrides, checked (the same entry as `pipeline check`) and resolved, and the check's
+    compute.Reach; bad input raises UserError before anything is written."""
+    cfg, warnings, reach = checks.for_run(config_path, overrides)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return cfg, config.resolve(cfg)
+    return cfg, config.resolve(cfg), reach
 
 
 # --- one attempt: launch axolotl, watch it, record how it ended -------------------------------------------

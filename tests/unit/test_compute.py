@@ -247,3 +247,26 @@ def test_whole_micro_batches_or_a_run_that_ends_before_the_tail_keep_every_seque
     assert compute.Reach(sequences=13, exact=True, planned_steps=3).keeps_every_sequence(True, 4, 4) is None
     assert compute.Reach(sequences=13, exact=True, planned_steps=4).keeps_every_sequence(True, 4, 4) is not None
     assert compute.Reach(sequences=None).keeps_every_sequence(False, 4, 4) is None  # unpacked: nothing is dropped
+
+
+def test_a_run_plans_the_split_from_what_the_check_knows(monkeypatch):
+    """The stage hands the check's Reach to the plan: packed sequences counted exactly and a run that ends before
+    the epoch's last micro batch take the larger micro batch; the same config without that knowledge keeps its own."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("pipeline.core.gpus.cuda_answers", lambda: True)
+    loaded = checks.with_overrides(config.load(LORA), {
+        "base_model": "pipeline://random/llama-3.1-8b", "pipeline.compute_gpu_mem": "141GiB",
+        "pipeline.bounds.peak_vram_gib": 140})
+    resolved = config.resolve(loaded, build_models=False)
+    planned, record = compute_plan.plan(resolved, BIG_DATA)
+    assert (planned.axolotl["micro_batch_size"], planned.axolotl["gradient_accumulation_steps"]) == (4, 1)
+    assert record is not None and record["settings"]["multipack_real_batches"] is True
+    unknown, _ = compute_plan.plan(resolved)
+    assert (unknown.axolotl["micro_batch_size"], unknown.axolotl["gradient_accumulation_steps"]) == (1, 4)
+
+
+def test_the_loader_reads_the_reach_from_the_checks_schedule():
+    loaded = config.load(LORA)
+    reach = checks.reach_of(loaded, {"sequences": 13, "exact": True, "total_steps": 9, "total_exact": True})
+    assert reach == compute.Reach(weighting="per-token", sequences=13, exact=True, planned_steps=9)
+    assert checks.reach_of(loaded, {}).sequences is None
