@@ -101,13 +101,17 @@ def test_setting_changes_turn_one_projection_into_another():
 # --- judging a config against measured data --------------------------------------------------------------
 
 
+VERSIONS = {"axolotl": "0.19.0", "torch": "2.11.0", "transformers": "5.17.0", "peft": "0.21.0"}
+
+
 @pytest.fixture
 def measured(tmp_path, monkeypatch):
     """A matrix in which phi-3.5-mini crashes under LoRA with the shipped settings and runs with the three
     attention and MLP kernels off (the shape of what benchmarks/startup_matrix.py writes)."""
     shipped = projection(LORA)["settings"]
     fixed = projection(LORA, "lora_qkv_kernel=false", "lora_o_kernel=false", "lora_mlp_kernel=false")["settings"]
-    data = {"0.19.0": {"measured_on": {"card": "NVIDIA H200", "date": "2026-12-03"}, "shapes": {"phi-3.5-mini": {
+    data = {"0.19.0": {"measured_on": {"card": "NVIDIA H200", "date": "2026-12-03", "versions": VERSIONS},
+                       "shapes": {"phi-3.5-mini": {
         "lora": [{"trial": "shipped", "status": "crashes", "settings": shipped, "changes": [],
                   "error": "AssertionError: Original QKV code not found", "where": "axolotl/monkeypatch/lora_kernels.py:306"},
                  {"trial": "lora_kernels", "status": "ran", "settings": fixed, "tokens_per_s": 1000.0, "peak_gib": 3.5,
@@ -131,6 +135,24 @@ def test_a_measured_crash_is_an_error_naming_the_setting_and_its_set(measured, c
     sets = ("--set " + fix).split()[1::2]
     after = projection(LORA, "base_model=microsoft/Phi-3.5-mini-instruct", *sets)
     assert after["status"] == "ran" and after["tokens_per_s"] == 1000.0
+
+
+def test_the_start_up_line_gives_status_card_and_versions_not_the_stand_ins_speed(measured, capsys):
+    """The measured tokens/s and peak are a 2-layer stand-in's: the line a person reads names what ran, on which
+    card and with which versions, and no speed (facts.compat keeps the measurement for who wants it)."""
+    kernels_off = [f"{k}=false" for k in ("lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel")]
+    args = ["check", str(LORA), "--set", "base_model=microsoft/Phi-3.5-mini-instruct"]
+    for kv in kernels_off:
+        args += ["--set", kv]
+    assert cli.main(args) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  start-up ")]
+    assert line.split(None, 1)[1].startswith("ran: phi-3.5-mini with lora and these settings started")
+    assert "axolotl 0.19.0, torch 2.11.0, transformers 5.17.0, peft 0.21.0 on NVIDIA H200, 2026-12-03" in line
+    assert "tokens/s" not in line and "1,000" not in line and "GiB" not in line
+    assert projection(LORA, "base_model=microsoft/Phi-3.5-mini-instruct", *kernels_off)["tokens_per_s"] == 1000.0
+    cli.main(["check", str(LORA), "--set", "base_model=microsoft/Phi-3.5-mini-instruct"])
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  start-up ")]
+    assert line.split(None, 1)[1].startswith("crashes: phi-3.5-mini with lora") and "NVIDIA H200" in line
 
 
 def test_what_the_matrix_says_of_configs_it_did_and_did_not_measure(measured):
