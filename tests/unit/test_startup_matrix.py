@@ -176,14 +176,28 @@ def test_another_axolotl_version_or_a_damaged_file_is_untested(measured, monkeyp
 # --- the shipped matrix ----------------------------------------------------------------------------------
 
 
+#: shapes shipped after the matrix was measured (2026-12-03, on an H200): the check says `untested` for them until
+#: `benchmarks/startup_matrix.py --only <these>` measures them on a GPU (docs/compat.md)
+NOT_YET_MEASURED = {
+    "codellama-13b", "codellama-34b", "codellama-7b", "deepseek-v2", "deepseek-v2-lite", "falcon-7b", "gemma-3-270m",
+    "glm-4-32b-0414", "gpt-oss-120b", "gpt-oss-20b", "jamba-v0.1", "llama-3.1-405b", "llama-4-maverick",
+    "llama-4-scout", "llama-7b", "ministral-8b", "mistral-7b-v0.2", "mistral-nemo-12b", "mistral-small-24b",
+    "mistral-small-3.1-24b", "mixtral-8x22b", "olmo-2-13b", "olmo-2-32b", "open-llama-3b-v2", "phi-2", "pythia-1.4b",
+    "pythia-12b", "qwen1.5-moe-a2.7b", "qwen3-235b-a22b", "qwen3-30b-a3b-2507", "qwen3-next-80b-a3b", "seed-oss-36b",
+    "smollm3-3b", "stablelm-2-1.6b", "starcoder2-3b", "yi-34b",
+}
+
+
 def test_the_shipped_matrix_judges_the_shipped_configs_on_every_shape():
-    """Every shipped shape has, under both shipped configs, a trial with exactly their projection: the check
-    says ran or crashes for them, never untested."""
+    """Every shipped shape measured has, under both shipped configs, a trial with exactly their projection: the
+    check says ran or crashes for them, never untested. The shapes shipped since are named, so a new one is
+    either measured or listed here."""
     shapes = startup_matrix.data()["0.19.0"]["shapes"]
     wanted = {"lora": projection(LORA)["settings"], "qlora": projection(QLORA)["settings"]}
     judged = [a for a in models.known_architectures()
               if all(any(t["settings"] == s for t in shapes.get(a, {}).get(k, [])) for k, s in wanted.items())]
-    assert judged == models.known_architectures()
+    assert judged == sorted(set(models.known_architectures()) - NOT_YET_MEASURED)
+    assert set(models.known_architectures()) >= NOT_YET_MEASURED and not NOT_YET_MEASURED & set(shapes)
 
 
 def test_phi_3_5_under_the_shipped_lora_config_is_refused_naming_lora_qkv_kernel(capsys):
