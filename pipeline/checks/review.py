@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pipeline.checks import compute_plan, data, estimate, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
+from pipeline.checks import compute_plan, data, estimate, hub_rows, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
 from pipeline.checks.context import Context, Report, Schedule
 from pipeline.checks.memory import estimates, recommendation
@@ -58,6 +58,7 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
                                  f"check are skipped", "warning"))
     ctx.sets, problems = data.check(loaded, axo or cfg)
     found += problems
+    ctx.hub_rows = unless_rejected(ctx, lambda: hub_rows.for_config(axo or cfg), [])
     found += lengths.check(loaded, axo or cfg, ctx.sets)  # measures the sets' token lengths in place
     ctx.schedule = unless_rejected(ctx, lambda: schedule(ctx), Schedule())
 
@@ -97,6 +98,7 @@ def facts(ctx: Context) -> dict[str, Any]:
         "base_model": ctx.cfg.get("base_model"),
         "adapter": ctx.adapter or "full fine-tune",
         "data": [d.stats() for d in ctx.sets],
+        "hub_data": [r.as_dict() for r in ctx.hub_rows],
         "schedule": ctx.schedule.as_dict(),
         "loss": _loss_facts(ctx),
     }

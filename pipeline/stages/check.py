@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
+from pipeline.checks import hub_rows
 from pipeline.checks.context import Report
 from pipeline.core import cards
 from pipeline.core.errors import ExitCode, Finding, UserError, printable
@@ -89,6 +90,8 @@ def facts_block(r: Report) -> list[str]:
         elif t := d.get("tokens_at_most"):
             desc += f", at most {t['max']} tokens a row (tokenizer not available)"
         lines.append(("  data       " if len(lines) == 1 else "             ") + desc)
+    for h in f.get("hub_data", []):
+        lines.append(("  data       " if len(lines) == 1 else "             ") + hub_rows.Rows(**h).described())
     s = f.get("schedule") or {}
     if s.get("total_steps") is not None:
         le = "" if s.get("exact", True) else "<= "
