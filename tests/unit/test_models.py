@@ -120,6 +120,11 @@ CARD_PARAMETERS = {
     "pythia-12b": (11_846_072_320, "https://github.com/EleutherAI/pythia (the models table)"),
     "stablelm-2-1.6b": (1.64e9, "https://huggingface.co/stabilityai/stablelm-2-1_6b"),
     "starcoder2-3b": (3e9, "https://huggingface.co/bigcode/starcoder2-3b"),
+    "deepseek-v3": (671e9, "https://huggingface.co/deepseek-ai/DeepSeek-V3 (671B, and 14B of multi-token prediction)"),
+    "granite-3.1-8b": (8.17e9, "https://huggingface.co/ibm-granite/granite-3.1-8b-instruct"),
+    "granite-3.1-2b": (2.53e9, "https://huggingface.co/ibm-granite/granite-3.1-2b-instruct"),
+    "falcon3-7b": (7.46e9, "https://huggingface.co/tiiuae/Falcon3-7B-Base"),
+    "glm-4-9b-0414": (9.4e9, "https://huggingface.co/THUDM/GLM-4-9B-0414"),
 }
 
 
@@ -148,7 +153,8 @@ def test_hub_ids_users_write_map_to_shipped_shapes():
                           "llama-2-7b", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m-instruct",
                           "openai/gpt-oss-20b": "gpt-oss-20b", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": "llama-3.1-8b",
                           "meta-llama/Llama-4-Scout-17B-16E-Instruct": "llama-4-scout",
-                          "mistralai/Mistral-Nemo-Instruct-2407": "mistral-nemo-12b"}.items():
+                          "mistralai/Mistral-Nemo-Instruct-2407": "mistral-nemo-12b",
+                          "Qwen/Qwen2.5-Coder-7B-Instruct": "qwen2.5-7b", "deepseek-ai/DeepSeek-R1": "deepseek-v3"}.items():
         assert models.shipped_name(hub_id) == shape
         assert models.architecture_config(hub_id) == models.architecture_config(shape)
     assert models.shipped_name("pipeline://random/qwen3-8b") == "qwen3-8b"

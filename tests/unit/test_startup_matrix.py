@@ -179,8 +179,8 @@ def test_another_axolotl_version_or_a_damaged_file_is_untested(measured, monkeyp
 #: shapes shipped after the matrix was measured (2026-12-03, on an H200): the check says `untested` for them until
 #: `benchmarks/startup_matrix.py --only <these>` measures them on a GPU (docs/compat.md)
 NOT_YET_MEASURED = {
-    "codellama-13b", "codellama-34b", "codellama-7b", "deepseek-v2", "deepseek-v2-lite", "falcon-7b", "gemma-3-270m",
-    "glm-4-32b-0414", "gpt-oss-120b", "gpt-oss-20b", "jamba-v0.1", "llama-3.1-405b", "llama-4-maverick",
+    "codellama-13b", "codellama-34b", "codellama-7b", "deepseek-v2", "deepseek-v2-lite", "deepseek-v3", "falcon-7b",
+    "falcon3-7b", "gemma-3-270m", "glm-4-32b-0414", "glm-4-9b-0414", "granite-3.1-2b", "granite-3.1-8b", "gpt-oss-120b", "gpt-oss-20b", "jamba-v0.1", "llama-3.1-405b", "llama-4-maverick",
     "llama-4-scout", "llama-7b", "ministral-8b", "mistral-7b-v0.2", "mistral-nemo-12b", "mistral-small-24b",
     "mistral-small-3.1-24b", "mixtral-8x22b", "olmo-2-13b", "olmo-2-32b", "open-llama-3b-v2", "phi-2", "pythia-1.4b",
     "pythia-12b", "qwen1.5-moe-a2.7b", "qwen3-235b-a22b", "qwen3-30b-a3b-2507", "qwen3-next-80b-a3b", "seed-oss-36b",
