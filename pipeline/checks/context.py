@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.checks import data, shapes
+from pipeline.checks import data, hub_rows, shapes
 from pipeline.checks.target import Target
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
@@ -45,6 +45,8 @@ class Context:
     target: Target
     shape: shapes.Shape | None = None
     sets: list[data.DataSet] = field(default_factory=list)
+    #: the hub's row counts of the training entries that name hub datasets (pipeline.checks.hub_rows)
+    hub_rows: list[hub_rows.Rows] = field(default_factory=list)
     schedule: Schedule = field(default_factory=Schedule)
     #: facts.compat, judged once for the compat-crashes rule and the facts (pipeline.checks.matrix_lookup.facts)
     compat: dict[str, Any] | None = None

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pipeline.checks import compute_plan, data, estimate, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
+from pipeline.checks import compute_plan, data, estimate, hub_rows, lengths, matrix_lookup, rules, shapes, trained  # noqa: F401 - rules registers every config rule
 from pipeline.checks.architecture import architecture
-from pipeline.checks.context import Context, Report, Schedule
+from pipeline.checks.context import Context, Report, Schedule, quiet
 from pipeline.checks.memory import estimates, recommendation
 from pipeline.checks.plugins import plugin_schemas
 from pipeline.checks.registry import CHECKS
@@ -47,7 +47,8 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
         found.append(problem)
     if arch is not None:
         try:
-            ctx.shape = shapes.shape(arch)
+            with quiet():  # transformers' remarks on a published file (Llama 4's rope factors) are not the user's
+                ctx.shape = shapes.shape(arch)
             if ctx.shape.total_params <= 0:  # `hidden_size: 0` builds a model of nothing to estimate
                 raise ValueError("the model it describes has no parameters")
         except Exception as exc:  # noqa: BLE001 - a model type transformers cannot build (its own code, a typo)
@@ -58,6 +59,7 @@ def inspect(loaded: LoadedConfig, target: Target | None = None) -> Report:
                                  f"check are skipped", "warning"))
     ctx.sets, problems = data.check(loaded, axo or cfg)
     found += problems
+    ctx.hub_rows = unless_rejected(ctx, lambda: hub_rows.for_config(axo or cfg), [])
     found += lengths.check(loaded, axo or cfg, ctx.sets)  # measures the sets' token lengths in place
     ctx.schedule = unless_rejected(ctx, lambda: schedule(ctx), Schedule())
 
@@ -97,6 +99,7 @@ def facts(ctx: Context) -> dict[str, Any]:
         "base_model": ctx.cfg.get("base_model"),
         "adapter": ctx.adapter or "full fine-tune",
         "data": [d.stats() for d in ctx.sets],
+        "hub_data": [r.as_dict() for r in ctx.hub_rows],
         "schedule": ctx.schedule.as_dict(),
         "loss": _loss_facts(ctx),
     }

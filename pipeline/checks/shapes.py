@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.core.cache import cache_dir
 
 #: bump when Shape changes, so cached shapes are rebuilt
-SHAPE_RECIPE = 2
+SHAPE_RECIPE = 3
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ def _shape(arch_json: str) -> Shape:
     raw = json.loads(arch_json)
     cfg = AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "architectures"})
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        named = _multimodal_class(raw)
+        model = named._from_config(cfg, dtype=torch.bfloat16) if named is not None else \
+            AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     names = {id(m): n for n, m in model.named_modules()}
     linears = [Linear(n, m.in_features, m.out_features) for n, m in model.named_modules()
                if isinstance(m, torch.nn.Linear)]
@@ -142,3 +144,17 @@ def _shape(arch_json: str) -> Shape:
         q_dim=text.num_attention_heads * head_dim,
         tied=out is not None and out.weight is model.get_input_embeddings().weight,
     )
+
+
+def _multimodal_class(raw: Mapping[str, Any]) -> Any:
+    """The vision-language class a config.json names (`Llama4ForConditionalGeneration`), where transformers has
+    it: the model a run loads, vision tower included. transformers' causal-LM mapping gives some of these only
+    their language model (Llama 4), so the module names and parameters of the vision tower would be missing."""
+    import transformers
+
+    names = raw.get("architectures") or []
+    name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else ""
+    if not name.endswith("ForConditionalGeneration"):
+        return None
+    return getattr(transformers, name, None)
+

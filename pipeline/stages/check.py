@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checks
+from pipeline.checks import hub_rows
 from pipeline.checks.context import Report
 from pipeline.core import cards
 from pipeline.core.errors import ExitCode, Finding, UserError, printable
@@ -89,6 +90,8 @@ def facts_block(r: Report) -> list[str]:
         elif t := d.get("tokens_at_most"):
             desc += f", at most {t['max']} tokens a row (tokenizer not available)"
         lines.append(("  data       " if len(lines) == 1 else "             ") + desc)
+    for h in f.get("hub_data", []):
+        lines.append(("  data       " if len(lines) == 1 else "             ") + hub_rows.Rows(**h).described())
     s = f.get("schedule") or {}
     if s.get("total_steps") is not None:
         le = "" if s.get("exact", True) else "<= "
@@ -131,16 +134,19 @@ def loss_line(w: dict[str, Any]) -> str:
 
 
 def compat_line(k: dict[str, Any]) -> str:
-    """The measured matrix's verdict in a few words (pipeline/core/startup_matrix.py)."""
+    """The measured matrix's verdict in a few words (pipeline/core/startup_matrix.py): the status, and the card and
+    versions it was measured with. Its tokens/s and peak are a reduced-depth stand-in's (2 or 6 layers), not
+    the model's, so they stay in facts.compat and are not printed here."""
+    if k["status"] not in ("ran", "crashes"):
+        return f"untested: {k.get('why', 'not measured')}"
     on = k.get("measured_on") or {}
-    where = f"axolotl {k.get('axolotl')}" + (f" on {on['card']}" if on.get("card") else "")
+    versions = on.get("versions") or {"axolotl": k.get("axolotl")}
+    seen = ", ".join(f"{name} {v}" for name, v in versions.items() if v)
+    where = " on ".join(x for x in (seen, on.get("card")) if x) + (f", {on['date']}" if on.get("date") else "")
+    what = f"{k['architecture']} with {k['adapter']} and these settings"
     if k["status"] == "ran":
-        speed = f": {k['tokens_per_s']:,.0f} tokens/s, {k['peak_gib']:.1f} GiB" if k.get("tokens_per_s") and \
-            k.get("peak_gib") else ""
-        return f"{k['architecture']} with {k['adapter']} and these settings ran ({where}, reduced depth{speed})"
-    if k["status"] == "crashes":
-        return f"{k['architecture']} with {k['adapter']} crashes at start-up ({where}): see compat-crashes above"
-    return f"untested: {k.get('why', 'not measured')}"
+        return f"ran: {what} started and trained (a reduced-depth stand-in, measured with {where})"
+    return f"crashes: {what} crash at start-up (measured with {where}): see compat-crashes above"
 
 
 def _gib(x: float) -> str:

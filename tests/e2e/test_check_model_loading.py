@@ -22,15 +22,30 @@ TOKEN = "hf_good_token"
 CONFIG = json.dumps({**models.TINY_CONFIG, "vocab_size": models.TINY_VOCAB}).encode()
 
 
+#: what the fake hub's API says of its datasets (`/api/datasets/{org}/{name}`): the card's `dataset_info` as the hub
+#: returns it in `cardData` (one config, several with a `config_name` each, none)
+DATASETS = {
+    "org/rows": {"dataset_info": {"features": [{"name": "messages"}], "splits": [
+        {"name": "train", "num_bytes": 2100, "num_examples": 5}, {"name": "test", "num_bytes": 800, "num_examples": 2}]}},
+    "org/configs": {"dataset_info": [
+        {"config_name": "default", "splits": [{"name": "train", "num_examples": 3}]},
+        {"config_name": "big", "splits": [{"name": "train", "num_examples": 1000}]}]},
+    "org/nocard": {},
+}
+
+
 class Hub(BaseHTTPRequestHandler):
     """`/{org}/{name}/resolve/{revision}/config.json` as huggingface.co answers it: `org/public` for anyone,
     `org/gated` with the right token only (401 GatedRepo without one, 403 GatedRepo with another), any other
-    repository 401 RepoNotFound (the hub's answer to an anonymous request for a missing repo)."""
+    repository 401 RepoNotFound (the hub's answer to an anonymous request for a missing repo). And
+    `/api/datasets/{org}/{name}` for the DATASETS above, any other 401 RepoNotFound."""
 
     seen: list[tuple[str, str, str | None]] = []
 
     def _answer(self, body: bool) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["api", "datasets"]:
+            return self._dataset("/".join(parts[2:4]), body)
         repo = "/".join(parts[:2])
         auth = self.headers.get("Authorization")
         Hub.seen.append((self.command, repo, auth))
@@ -53,6 +68,19 @@ class Hub(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(CONFIG)
+
+    def _dataset(self, repo: str, body: bool) -> None:
+        Hub.seen.append((self.command, f"datasets/{repo}", self.headers.get("Authorization")))
+        if repo not in DATASETS:
+            return self._error(401, "RepoNotFound", "Repository not found")
+        info = json.dumps({"id": repo, "sha": hashlib.sha1(repo.encode()).hexdigest(), "private": False,
+                           "cardData": DATASETS[repo], "siblings": [{"rfilename": "README.md"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(info)))
+        self.end_headers()
+        if body:
+            self.wfile.write(info)
 
     def _error(self, status: int, code: str, message: str) -> None:
         self.send_response(status)
@@ -162,3 +190,54 @@ def test_local_folders_without_config_or_weights(cli, env, tmp_path) -> None:
 
     proc = cli("smoke", TINY, "--set", f"base_model={tmp_path / 'nowhere'}", env=env)
     assert proc.returncode == 2 and "is a path that does not exist" in lines(proc)[0]
+
+
+# --- hub datasets: their rows from the dataset card --------------------------------------------------------
+
+
+def test_a_hub_datasets_rows_come_from_its_card(hub, monkeypatch) -> None:
+    """huggingface_hub's dataset_info against the fake hub: the split's num_examples, a named config's, one shard
+    of it; what the card cannot answer for (no such split, no card, a slice, no such dataset, offline) says why."""
+    from huggingface_hub import constants
+
+    from pipeline.checks import hub_rows
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub_rows._ask.cache_clear()
+    count = hub_rows.count
+    assert count({"path": "org/rows"}) == hub_rows.Rows("org/rows", "train", "counted", 5)
+    assert count({"path": "org/rows", "split": "test"}).rows == 2
+    assert count({"path": "org/configs"}).rows == 3 and count({"path": "org/configs", "name": "big"}).rows == 1000
+    assert count({"path": "org/configs", "name": "big", "shards": 3}).rows == 334  # ceil(1000 / 3): the largest shard
+    assert count({"path": "org/rows", "split": "validation"}).state == "no-count"
+    assert count({"path": "org/nocard"}).state == "no-count"
+    assert count({"path": "org/rows", "split": "train[:10%]"}).state == "no-count"
+    missing = count({"path": "org/missing"})
+    assert missing.state == "not-found" and "'org/missing'" in missing.detail
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert count({"path": "org/rows"}) == hub_rows.Rows("org/rows", "train", "offline", detail="HF_HUB_OFFLINE is set")
+    hub_rows._ask.cache_clear()
+
+
+def test_batch_larger_than_a_hub_dataset_is_found_and_offline_it_is_said_not_counted(cli, env) -> None:
+    """The real command line: a batch of 8 on a hub dataset of 5 rows warns, with where the count came from; a
+    named config of 1,000 rows does not; offline nothing is counted, the facts say so, and nothing fails."""
+    batch = ["--set", "datasets.0.path=org/rows", "--set", "micro_batch_size=2", "--set", "gradient_accumulation_steps=4"]
+    proc = cli("check", TINY, *batch, env=env)
+    (line,) = [ln for ln in proc.stdout.splitlines() if "batch-larger-than-dataset" in ln]
+    assert proc.returncode == 0, proc.stderr
+    assert "wants 8 sequences" in line and "at most 5 rows (org/rows train: 5 rows on the hub's dataset card)" in line
+    assert "org/rows train: 5 rows on the hub's dataset card" in [ln.strip() for ln in proc.stdout.splitlines()]
+
+    proc = cli("check", TINY, *batch, "--set", "datasets.0.path=org/configs", "--set", "datasets.0.name=big",
+               "--format", "json", env=env)
+    report = json.loads(proc.stdout)["configs"][0]
+    assert report["facts"]["hub_data"] == [{"path": "org/configs", "split": "train", "state": "counted", "rows": 1000,
+                                            "detail": ""}]
+    assert "batch-larger-than-dataset" not in {f["rule"] for f in report["findings"]}
+
+    proc = cli("check", TINY, *batch, env={**env, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and "batch-larger-than-dataset" not in proc.stdout
+    assert "org/rows train: rows not counted (HF_HUB_OFFLINE is set)" in proc.stdout
+

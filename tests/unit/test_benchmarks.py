@@ -39,3 +39,22 @@ def test_the_plain_run_measures_the_shipped_configs_beside_their_baselines():
     assert all(v in run.VARIANTS for v in run.STANDARD)
     for name in run.STANDARD:
         assert run.VARIANTS[name][0].is_file()
+
+
+def test_the_offline_count_knows_a_shipped_shape_and_not_an_unknown_model(tmp_path, monkeypatch, capsys):
+    """benchmarks/offline_shapes.py on three configs: one on a shipped shape's hub id, one on a model that does not
+    ship (the hub forbidden: unknown), one without a base model (left out of both counts)."""
+    spec = importlib.util.spec_from_file_location("bench_offline", ROOT / "benchmarks" / "offline_shapes.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for key in ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "PIPELINE_CACHE"):  # main sets them: put back after
+        monkeypatch.setenv(key, "unset")
+    (tmp_path / "a.yaml").write_text("base_model: openai/gpt-oss-20b\n")
+    (tmp_path / "b.yml").write_text("base_model: someone/never-shipped-7b\n")
+    (tmp_path / "c.yaml").write_text("datasets: []\n")
+    monkeypatch.setattr("sys.argv", ["offline_shapes.py", str(tmp_path), "--list"])
+    assert module.main() == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"1 of 2 configs in {tmp_path}: base model known offline (1 distinct models not known)")
+    assert out[1].split() == ["1", "someone/never-shipped-7b"]

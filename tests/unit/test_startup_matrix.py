@@ -101,13 +101,17 @@ def test_setting_changes_turn_one_projection_into_another():
 # --- judging a config against measured data --------------------------------------------------------------
 
 
+VERSIONS = {"axolotl": "0.19.0", "torch": "2.11.0", "transformers": "5.17.0", "peft": "0.21.0"}
+
+
 @pytest.fixture
 def measured(tmp_path, monkeypatch):
     """A matrix in which phi-3.5-mini crashes under LoRA with the shipped settings and runs with the three
     attention and MLP kernels off (the shape of what benchmarks/startup_matrix.py writes)."""
     shipped = projection(LORA)["settings"]
     fixed = projection(LORA, "lora_qkv_kernel=false", "lora_o_kernel=false", "lora_mlp_kernel=false")["settings"]
-    data = {"0.19.0": {"measured_on": {"card": "NVIDIA H200", "date": "2026-12-03"}, "shapes": {"phi-3.5-mini": {
+    data = {"0.19.0": {"measured_on": {"card": "NVIDIA H200", "date": "2026-12-03", "versions": VERSIONS},
+                       "shapes": {"phi-3.5-mini": {
         "lora": [{"trial": "shipped", "status": "crashes", "settings": shipped, "changes": [],
                   "error": "AssertionError: Original QKV code not found", "where": "axolotl/monkeypatch/lora_kernels.py:306"},
                  {"trial": "lora_kernels", "status": "ran", "settings": fixed, "tokens_per_s": 1000.0, "peak_gib": 3.5,
@@ -133,6 +137,24 @@ def test_a_measured_crash_is_an_error_naming_the_setting_and_its_set(measured, c
     assert after["status"] == "ran" and after["tokens_per_s"] == 1000.0
 
 
+def test_the_start_up_line_gives_status_card_and_versions_not_the_stand_ins_speed(measured, capsys):
+    """The measured tokens/s and peak are a 2-layer stand-in's: the line a person reads names what ran, on which
+    card and with which versions, and no speed (facts.compat keeps the measurement for who wants it)."""
+    kernels_off = [f"{k}=false" for k in ("lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel")]
+    args = ["check", str(LORA), "--set", "base_model=microsoft/Phi-3.5-mini-instruct"]
+    for kv in kernels_off:
+        args += ["--set", kv]
+    assert cli.main(args) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  start-up ")]
+    assert line.split(None, 1)[1].startswith("ran: phi-3.5-mini with lora and these settings started")
+    assert "axolotl 0.19.0, torch 2.11.0, transformers 5.17.0, peft 0.21.0 on NVIDIA H200, 2026-12-03" in line
+    assert "tokens/s" not in line and "1,000" not in line and "GiB" not in line
+    assert projection(LORA, "base_model=microsoft/Phi-3.5-mini-instruct", *kernels_off)["tokens_per_s"] == 1000.0
+    cli.main(["check", str(LORA), "--set", "base_model=microsoft/Phi-3.5-mini-instruct"])
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  start-up ")]
+    assert line.split(None, 1)[1].startswith("crashes: phi-3.5-mini with lora") and "NVIDIA H200" in line
+
+
 def test_what_the_matrix_says_of_configs_it_did_and_did_not_measure(measured):
     phi = "base_model=pipeline://random/phi-3.5-mini?layers=2"
     assert projection(QLORA, phi)["status"] == "ran"
@@ -154,14 +176,28 @@ def test_another_axolotl_version_or_a_damaged_file_is_untested(measured, monkeyp
 # --- the shipped matrix ----------------------------------------------------------------------------------
 
 
+#: shapes shipped after the matrix was measured (2026-12-03, on an H200): the check says `untested` for them until
+#: `benchmarks/startup_matrix.py --only <these>` measures them on a GPU (docs/compat.md)
+NOT_YET_MEASURED = {
+    "codellama-13b", "codellama-34b", "codellama-7b", "deepseek-v2", "deepseek-v2-lite", "deepseek-v3", "falcon-7b",
+    "falcon3-7b", "gemma-3-270m", "glm-4-32b-0414", "glm-4-9b-0414", "granite-3.1-2b", "granite-3.1-8b", "gpt-oss-120b", "gpt-oss-20b", "jamba-v0.1", "llama-3.1-405b", "llama-4-maverick",
+    "llama-4-scout", "llama-7b", "ministral-8b", "mistral-7b-v0.2", "mistral-nemo-12b", "mistral-small-24b",
+    "mistral-small-3.1-24b", "mixtral-8x22b", "olmo-2-13b", "olmo-2-32b", "open-llama-3b-v2", "phi-2", "pythia-1.4b",
+    "pythia-12b", "qwen1.5-moe-a2.7b", "qwen3-235b-a22b", "qwen3-30b-a3b-2507", "qwen3-next-80b-a3b", "seed-oss-36b",
+    "smollm3-3b", "stablelm-2-1.6b", "starcoder2-3b", "yi-34b",
+}
+
+
 def test_the_shipped_matrix_judges_the_shipped_configs_on_every_shape():
-    """Every shipped shape has, under both shipped configs, a trial with exactly their projection: the check
-    says ran or crashes for them, never untested."""
+    """Every shipped shape measured has, under both shipped configs, a trial with exactly their projection: the
+    check says ran or crashes for them, never untested. The shapes shipped since are named, so a new one is
+    either measured or listed here."""
     shapes = startup_matrix.data()["0.19.0"]["shapes"]
     wanted = {"lora": projection(LORA)["settings"], "qlora": projection(QLORA)["settings"]}
     judged = [a for a in models.known_architectures()
               if all(any(t["settings"] == s for t in shapes.get(a, {}).get(k, [])) for k, s in wanted.items())]
-    assert judged == models.known_architectures()
+    assert judged == sorted(set(models.known_architectures()) - NOT_YET_MEASURED)
+    assert set(models.known_architectures()) >= NOT_YET_MEASURED and not NOT_YET_MEASURED & set(shapes)
 
 
 def test_phi_3_5_under_the_shipped_lora_config_is_refused_naming_lora_qkv_kernel(capsys):

@@ -83,13 +83,17 @@ def _batch_vs_data(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if s.sequences:
         most, exact = s.sequences, s.exact
         what = "packed sequences" if ctx.get("sample_packing") else "rows"
-    else:  # steps not computed (val_set_size carves rows, or packing without token lengths): rows bound it
+    else:  # steps not computed (val_set_size carves rows, packing without token lengths, hub data): rows bound it
         train = [d for d in ctx.sets if d.key == "datasets"]
-        local = [e for e in (ctx.cfg.get("datasets") or []) if isinstance(e, dict)]
-        if not train or len(train) != len(local):
+        counted = [r for r in ctx.hub_rows if r.rows is not None]  # a hub split's rows, before axolotl drops any
+        entries = [e for e in (ctx.cfg.get("datasets") or []) if isinstance(e, dict)]
+        if not (train or counted) or len(train) + len(counted) != len(entries):
             return
-        most, exact = sum(len(d.rows) for d in train), not ctx.get("val_set_size")
+        most = sum(len(d.rows) for d in train) + sum(r.rows or 0 for r in counted)
+        exact = not ctx.get("val_set_size") and not counted
         what = "rows (packed sequences never outnumber rows)" if ctx.get("sample_packing") else "rows"
+        if counted:
+            what += f" ({', '.join(r.described() for r in counted)})"
     if s.batch > most:
         mbs = max(as_int(ctx.get("micro_batch_size", 1), 1), 1)
         yield ("gradient_accumulation_steps",), (
