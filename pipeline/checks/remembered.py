@@ -27,7 +27,7 @@ _PACKAGE = Path(__file__).resolve().parent
 _CORE = _PACKAGE.parent / "core"
 _SHAPES = _PACKAGE.parent / "architectures"
 #: plumbing whose behaviour a remembered result also depends on
-_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py", "cache.py", "safeio.py")
+_CORE_CODE = ("config.py", "section.py", "bounds.py", "models.py", "cache.py", "safeio")
 
 
 def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any]) -> str:
@@ -38,8 +38,9 @@ def key(loaded: LoadedConfig, overrides: dict[str, Any], target: dict[str, Any])
     h = hashlib.sha256()
     for source in sorted(_PACKAGE.rglob("*.py")):
         h.update(source.read_bytes())
-    for name in _CORE_CODE:
-        h.update((_CORE / name).read_bytes())
+    for name in _CORE_CODE:  # a module, or a package's every module
+        for source in sorted((_CORE / name).rglob("*.py")) if (_CORE / name).is_dir() else [_CORE / name]:
+            h.update(source.read_bytes())
     for shape in sorted(_SHAPES.rglob("*.json")):  # the shipped shapes and the ids that name them
         h.update(shape.read_bytes())
     h.update(json.dumps({"config": str(loaded.path.resolve()), "text": loaded.text, "overrides": overrides,

@@ -24,7 +24,6 @@ temporary folder renamed into place, so an interrupted build never leaves a half
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -35,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import multimodal, safeio
+from pipeline.core import cache, multimodal, safeio
 from pipeline.core.cache import cache_dir  # models/ is beneath it
 from pipeline.core.depth import min_layers, reduce_layers, split_layers  # noqa: F401 - min_layers is part of this API
 from pipeline.core.errors import Finding, WriteRefused
@@ -209,7 +208,7 @@ def _build_atomically(target: Path, builder: Any) -> None:
 
 
 #: what a disk says when it will not take a write
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+WRITE_ERRNOS = cache.WRITE_ERRNOS
 
 
 def refused_write(exc: BaseException) -> str | None:

@@ -92,7 +92,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not path.exists() and not path.is_symlink():
         return {}
     try:
-        data = safeio.read_json(path, what="the manifest")
+        data = safeio.read_json(path, what="the manifest", follow=False)
     except safeio.BadFile as exc:
         raise CorruptManifest(Finding(str(path), None, "manifest-corrupt", f"{exc.message}; the run's record is "
                                                                             f"damaged: move the folder aside")) from None
@@ -176,16 +176,35 @@ class Run:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The metrics recorder's records in a JSONL file; a line that is not one (a last line cut short by a
-    crash, a damaged or edited one: see summary.well_formed) is skipped, not fatal."""
-    out = []
+    crash, a damaged or edited one, bytes that are not UTF-8: see summary.well_formed) is skipped, not
+    fatal. The file is read through the bounded reader: one that is not a regular file (a FIFO, a
+    directory, a symlink to /dev/zero) or is over safeio.MAX_METRICS_BYTES is DamagedRun, never a hang."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if (record := parse_record(line)) is not None:
-                    out.append(record)
-    except FileNotFoundError:
-        pass
-    return out
+        return [record for line in safeio.records(path, "metrics", what=path.name)
+                if (record := parse_record(line)) is not None]
+    except safeio.BadFile as exc:
+        raise damaged(path, exc) from None
+
+
+class DamagedRun(UserError):
+    """A file of a run folder that is not what pipeline wrote there (a FIFO, a device, a directory, a
+    symlink, a file far larger than any run writes): one line, exit 2."""
+
+
+def damaged(path: Path, exc: safeio.BadFile) -> DamagedRun:
+    return DamagedRun(Finding(str(path), None, exc.rule, exc.message))
+
+
+def file_problem(path: Path, max_bytes: int = safeio.MAX_METRICS_BYTES) -> str | None:
+    """Why a file pipeline writes into a run folder cannot be read (its type or size), or None; a missing
+    file is no problem. Nothing is opened: cheap enough for every run `pipeline runs` lists."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        safeio.check_regular(path, "record", max_bytes, what=path.name, follow=False)
+    except safeio.BadFile as exc:
+        return exc.message
+    return None
 
 
 def parse_record(line: str) -> dict[str, Any] | None:
@@ -304,7 +323,8 @@ def run_config(run: Run) -> dict[str, Any]:
     """The run's own config.yaml, which merge and evaluate load the base model from; damaged: one line."""
     path = run.path / "config.yaml"
     try:
-        cfg = safeio.load_yaml(safeio.read_text(path, "run-config", safeio.MAX_CONFIG_BYTES, what="the run's config"))[1]
+        cfg = safeio.load_yaml(safeio.read_text(path, "run-config", safeio.MAX_CONFIG_BYTES, what="the run's config",
+                                                follow=False))[1]
     except safeio.BadFile as exc:
         raise exc.user_error(path) from None
     except yaml.YAMLError:
@@ -318,29 +338,44 @@ def run_config(run: Run) -> dict[str, Any]:
 def prepared_data(run: Run) -> Path | None:
     """The prepared-data folder the run's config.yaml names (keyed by its data's content), if any."""
     try:
-        cfg = safeio.load_yaml(safeio.read_text(run.path / "config.yaml", "run-config", safeio.MAX_CONFIG_BYTES))[1]
+        cfg = safeio.load_yaml(safeio.read_text(run.path / "config.yaml", "run-config", safeio.MAX_CONFIG_BYTES,
+                                                follow=False))[1]
         return Path(cfg["dataset_prepared_path"])
     except (safeio.BadFile, OSError, yaml.YAMLError, KeyError, TypeError):
         return None
 
 
 def adapter_problem(folder: Path) -> str | None:
-    """What is wrong with the adapter a run saved (missing, damaged, cut short), or None."""
+    """What is wrong with the adapter a run saved (missing, damaged, cut short, settings peft cannot use),
+    or None."""
     config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
+    if not os.path.lexists(config_file):
         return f"no adapter in {folder} (a full fine-tune has nothing to merge)"
     try:
-        adapter_cfg = safeio.read_json(config_file, what="adapter_config.json", max_bytes=safeio.MiB)
+        adapter_cfg = safeio.read_json(config_file, what="adapter_config.json", max_bytes=safeio.MiB, follow=False)
     except safeio.BadFile as exc:
         return f"{config_file}: {exc.message}"
-    if not isinstance(adapter_cfg, dict):
-        return f"{config_file} is not a JSON object"
-    weights = folder / "adapter_model.safetensors"
-    if weights.exists():
-        if (why := safeio.safetensors_problem(weights)) is not None:
-            return f"the adapter is damaged: {why}; train the run again, or restore {weights}"
-    elif not (folder / "adapter_model.bin").is_file():
-        return f"{folder} has adapter_config.json but no adapter weights"
+    if (why := safeio.adapter_config_problem(adapter_cfg)) is not None:
+        return f"{config_file}: {why}; train the run again, or restore the file"
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        weights = folder / name
+        if os.path.lexists(weights):
+            why = safeio.safetensors_problem(weights) if name.endswith(".safetensors") else \
+                safeio.torch_file_problem(weights)
+            if why is not None:
+                return f"the adapter is damaged: {why}; train the run again, or restore {weights}"
+            return None
+    return f"{folder} has adapter_config.json but no adapter weights"
+
+
+def merged_problem(run: Run) -> str | None:
+    """What is wrong with RUN/merged/ (cut short, a broken config.json, no weights), or None when it is
+    whole or absent: evaluate refuses a damaged one and `pipeline runs` never calls it verified."""
+    merged = run.path / "merged"
+    if not os.path.lexists(merged):
+        return None
+    if (why := safeio.merged_problem(merged)) is not None:
+        return f"{merged} is damaged: {why}; merge again with `pipeline merge --force {run.path}`"
     return None
 
 

@@ -42,7 +42,6 @@ temporary folder renamed into place.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -186,7 +185,9 @@ def not_evaluable(run: runs.Run) -> str | None:
         return f"{run.name} did not finish training (status {m.get('status')})"
     if (why := runs.adapter_problem(run.output_dir)) is not None:
         return f"{run.name}: {why}"
-    return None
+    if (why := runs.file_problem(run.metrics_path)) is not None:  # its loss curves are drawn from it
+        return f"{run.name}: {why}"
+    return runs.merged_problem(run)
 
 
 def read_settings(run: runs.Run, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -382,5 +383,5 @@ def agree(models: list[Measured], cfg: dict[str, Any], run: runs.Run) -> dict[st
 # --- small helpers ------------------------------------------------------------------------------------------
 
 def _merged_dtype(merged: Path) -> Any:
-    meta = json.loads((merged / "config.json").read_text())
+    meta = safeio.read_json(merged / "config.json", what="merged/config.json", follow=False)  # checked before
     return inference.dtype_of(meta.get("dtype") or meta.get("torch_dtype") or "float32")

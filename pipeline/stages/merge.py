@@ -30,7 +30,6 @@ The outcome goes to `RUN/merge.json`, `RUN/merged/pipeline-merge.json` and the r
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import inference, runs, staging
+from pipeline.core import inference, runs, safeio, staging
 from pipeline.core.errors import SIGNALLED, ExitCode, UserError
 from pipeline.core.proc import sigterm_as_interrupt
 
@@ -100,9 +99,9 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
                               int(ExitCode.INTERRUPTED) if code in SIGNALLED else int(ExitCode.ENGINE),
                               f"axolotl's merge exited with status {code}; see {run.path / 'merge.log'}")
             merged = stage.path / "merged"
-            if not looks_complete(merged):
+            if (why := safeio.merged_problem(merged)) is not None:
                 return finish(run, record, "failed", int(ExitCode.ENGINE),
-                              f"axolotl's merge exited 0 but {merged} has no config.json and weights")
+                              f"axolotl's merge exited 0 but its output is not whole: {why}")
             record["merge_runtime_s"] = round(time.perf_counter() - started, 2)
             print("==> verify: merged logits vs base + adapter on the validation prompts", file=sys.stderr)
             result = verify(cfg, run.output_dir, merged)
@@ -166,10 +165,6 @@ def unmergeable(run: runs.Run) -> str | None:
     if (why := runs.adapter_problem(run.output_dir)) is not None:
         return f"{run.name}: {why}"
     return None
-
-
-def looks_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 # --- the check --------------------------------------------------------------------------------------------
@@ -288,7 +283,8 @@ def describe(result: dict[str, Any]) -> list[str]:
 
 
 def merged_dtype(merged: Path) -> Any:
-    meta = json.loads((merged / "config.json").read_text())
+    meta = safeio.read_json(merged / "config.json", what="merged/config.json", follow=False)
+    meta = meta if isinstance(meta, dict) else {}
     return inference.dtype_of(meta.get("dtype") or meta.get("torch_dtype") or "float32")
 
 

@@ -15,6 +15,8 @@ but JSON, so it answers at once for hundreds of runs.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def main(*, runs_dir: Path, output: str = "table") -> int:
 def describe(run: runs.Run) -> dict[str, Any]:
     m = run.manifest()
     s = _dict(m.get("summary"))
-    if not s and m.get("status") == "running" and (records := run.metrics()):  # killed before it recorded
+    if not s and m.get("status") == "running" and (records := _metrics(run)):  # killed before it recorded
         s = summary.summarize(records) if any(r.get("kind") == "train" for r in records) else {}
     gpu = bool(s.get("peak_vram_allocated_gib"))
     peak = s.get("peak_vram_allocated_gib") if gpu else s.get("peak_rss_gib")
@@ -60,8 +62,7 @@ def describe(run: runs.Run) -> dict[str, Any]:
         "eval_loss": s.get("eval_loss"),
         "peak_memory": _number(peak),
         "peak_memory_kind": "vram_allocated" if gpu else "rss",
-        "merged": "verified" if (run.path / "merged").is_dir() and merge.get("status") == "verified"
-        else status(merge) if merge else None,
+        "merged": _merged(run, merge),
         "merged_path": str(run.path / "merged") if (run.path / "merged").is_dir() else None,
         "evaluated": status(evaluation) if evaluation else None,
         "tuned_val_loss": _number(_dict(models.get("tuned")).get("val_loss")),
@@ -69,6 +70,26 @@ def describe(run: runs.Run) -> dict[str, Any]:
         "report": evaluation.get("report"),
         "started": m.get("started"),
     }
+
+
+def _metrics(run: runs.Run) -> list[dict[str, Any]]:
+    """A killed run's metrics, for its row; a damaged file (a FIFO, /dev/zero) is a warning, not the end of
+    the listing."""
+    try:
+        return run.metrics()
+    except runs.DamagedRun as exc:
+        print(f"warning: {exc.findings[0]}; its steps are not shown", file=sys.stderr)
+        return []
+
+
+def _merged(run: runs.Run, merge: dict[str, Any]) -> str | None:
+    """`verified` only for a merged/ folder the last merge verified and that is still whole; else `damaged`,
+    or the last merge's status."""
+    if (run.path / "merged").is_dir() and merge.get("status") == "verified":
+        return "verified" if runs.merged_problem(run) is None else "damaged"
+    if os.path.lexists(run.path / "merged") and runs.merged_problem(run) is not None:
+        return "damaged"
+    return status(merge) if merge else None
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline import checks
 from pipeline.checks import compute_plan, flops
-from pipeline.core import bounds, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
+from pipeline.core import bounds, cache, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
 from pipeline.core.table import pipe_table
 
@@ -220,6 +220,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     if max_steps < 0:
         raise UserError.at("<command line>", None, "max-steps",
                            f"--max-steps {max_steps} is negative; give a number of steps, at least 1")
+    cache.require_writable()
     loaded = prepare_all(paths, overrides)
     if profile_step:  # a step the run never reaches would profile nothing, silently
         late = [(c, steps_of(c, max_steps)) for c, *_ in loaded if not 1 <= profile_step <= steps_of(c, max_steps)]

@@ -29,6 +29,7 @@ run. Every attempt is listed in the manifest under `attempts`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,8 +42,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline import checks
-from pipeline.core import config, lock, outcome, provenance, runs, safeio, summary
-from pipeline.core.errors import ExitCode, UserError
+from pipeline.core import cache, config, lock, outcome, provenance, runs, safeio, summary
+from pipeline.core.errors import ExitCode, UserError, printable
 from pipeline.core.proc import recorded_alive, sigterm_as_interrupt
 
 STAGE = "train"
@@ -59,6 +60,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     runs_dir: where run folders are
     gpus: processes, one per GPU, through axolotl's torchrun launcher (default 1; resumed: as before)
     """
+    cache.require_writable()  # prepared data and built models live there
     if resume is not None:
         if overrides:
             raise UserError.at("<command line>", None, "resume-overrides",
@@ -217,11 +219,11 @@ class Progress(threading.Thread):
         self.join(timeout=5)
 
     def poll(self) -> None:
-        try:
-            with self.path.open("rb") as fh:  # bytes: a damaged line must not end the thread
+        try:  # bytes: a damaged line must not end the thread; bounded: nor a FIFO or /dev/zero in its place
+            with safeio.open_regular(self.path, "metrics", safeio.MAX_METRICS_BYTES, follow=False) as fh:
                 fh.seek(self.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
+                chunk = fh.read(safeio.MAX_METRICS_BYTES)
+        except (safeio.BadFile, OSError):
             return
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
         self.offset += len(complete)
@@ -270,9 +272,9 @@ def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Ru
         if m.get("stage") != STAGE:
             raise UserError.at(str(path), None, "resume-not-train",
                                f"{run.name} is a {m.get('stage')} run; only train runs can be resumed")
-        if m.get("status") == "succeeded":
+        if finished(run, m):
             raise UserError.at(str(path), None, "resume-finished",
-                               f"{run.name} finished already ({m.get('summary', {}).get('steps')} steps); "
+                               f"{run.name} finished already ({(m.get('summary') or {}).get('steps')} steps); "
                                f"nothing to resume")
         if is_alive(m):
             raise UserError.at(str(path), None, "resume-running",
@@ -281,7 +283,7 @@ def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Ru
     wanted = str(Path(config_path).resolve()) if config_path else None
     for run in reversed(runs.all_runs(runs_dir)):
         m = run.manifest()
-        if m.get("stage") != STAGE or m.get("status") == "succeeded" or is_alive(m) or lock.holder(run.path):
+        if m.get("stage") != STAGE or is_alive(m) or lock.holder(run.path) or finished(run, m, quiet=True):
             continue
         if wanted and (m.get("config") or {}).get("path") != wanted:
             continue
@@ -289,6 +291,20 @@ def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Ru
     scope = f" of {config_path}" if config_path else ""
     raise UserError.at(str(runs_dir), None, "resume-none",
                        f"no unfinished train run{scope} to resume; start one with `pipeline train`")
+
+
+def finished(run: runs.Run, manifest: dict[str, Any], quiet: bool = False) -> bool:
+    """Whether the run trained to its end: its manifest says so, or, whatever the manifest's status holds
+    (hand-edited, damaged, or a disk that filled while it was recorded), its metrics show training ended
+    at the planned step. Damaged metrics: DamagedRun, or (quiet, when scanning) not finished."""
+    if manifest.get("status") == "succeeded":
+        return True
+    try:
+        return finished_at(run.metrics())
+    except runs.DamagedRun:
+        if quiet:
+            return False
+        raise
 
 
 def is_alive(manifest: dict[str, Any]) -> bool:
@@ -300,13 +316,14 @@ def is_alive(manifest: dict[str, Any]) -> bool:
 def resume_run(run: runs.Run, *, gpus: int | None) -> int:
     run.take_lock()  # from here on no other command writes this folder
     m = run.manifest()
-    if m.get("status") == "succeeded":  # it may have finished while we waited to look
+    if finished(run, m):  # it may have finished while we waited to look
         raise UserError.at(str(run.path), None, "resume-finished", f"{run.name} finished already; nothing to resume")
+    check_config(run, m)
     if changed := provenance.changed_data(m.get("data") or {}):
         raise UserError.at(str(run.path), None, "resume-data-changed",
                            f"{', '.join(changed)} changed since the run started (its sha256 is in the manifest); "
                            f"restore it to resume, or start a new run on the new data")
-    checkpoint = last_complete_checkpoint(run.output_dir)
+    checkpoint = last_complete_checkpoint(run.output_dir, say=True)
     step = checkpoint_step(checkpoint) if checkpoint else 0
     if (folder := runs.prepared_data(run)) is not None:  # a disk that filled while axolotl saved it
         from pipeline.core import prepared
@@ -338,6 +355,23 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
                    checkpoint=checkpoint)
 
 
+def check_config(run: runs.Run, manifest: dict[str, Any]) -> None:
+    """The run's config.yaml, as axolotl will get it again: read bounded and parsed with bounded YAML (an
+    alias bomb or a FIFO in its place is one line), and byte for byte the one the run started with (the
+    manifest holds its sha256): `resume-config-changed` otherwise."""
+    path = run.path / "config.yaml"
+    runs.run_config(run)  # missing, not a file, too large, not YAML, no base_model: one line
+    wanted = (manifest.get("config") or {}).get("resolved_sha256")
+    try:
+        now = hashlib.sha256(safeio.read_bytes(path, "run-config", safeio.MAX_CONFIG_BYTES, follow=False)).hexdigest()
+    except safeio.BadFile as exc:
+        raise exc.user_error(path) from None
+    if isinstance(wanted, str) and now != wanted:
+        raise UserError.at(str(path), None, "resume-config-changed",
+                           "the run's config.yaml is not the one it started with (its sha256 is in the manifest); "
+                           "restore it, or start a new run with `pipeline train`")
+
+
 def checkpoint_step(path: Path | None) -> int:
     if path is None:
         return 0
@@ -346,15 +380,9 @@ def checkpoint_step(path: Path | None) -> int:
 
 
 def is_complete(path: Path) -> bool:
-    """The trainer writes trainer_state.json last, after weights, optimizer, scheduler and RNG state."""
-    try:
-        state = safeio.read_json(path / "trainer_state.json", what="trainer_state.json")
-    except (safeio.BadFile, OSError):
-        return False
-    weights = [path / n for n in ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors",
-                                  "model.safetensors.index.json") if (path / n).is_file()]
-    whole = all(safeio.safetensors_problem(w) is None for w in weights if w.suffix == ".safetensors")
-    return bool(weights) and whole and isinstance(state, dict) and state.get("global_step") == checkpoint_step(path)
+    """The trainer writes trainer_state.json last, after weights, optimizer, scheduler and RNG state: a
+    checkpoint is complete when that names its step and every file beside it is whole (safeio)."""
+    return safeio.checkpoint_problem(path, checkpoint_step(path)) is None
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -362,9 +390,15 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    complete = [p for p in checkpoints(output_dir) if is_complete(p)]
-    return complete[-1] if complete else None
+def last_complete_checkpoint(output_dir: Path, say: bool = False) -> Path | None:
+    """The newest complete checkpoint; with `say`, each newer one skipped is named with its reason."""
+    for path in reversed(checkpoints(output_dir)):
+        why = safeio.checkpoint_problem(path, checkpoint_step(path))
+        if why is None:
+            return path
+        if say:
+            print(printable(f"note: skipping {path.name}: {why}"), file=sys.stderr)
+    return None
 
 
 def discard_after(output_dir: Path, step: int) -> list[Path]:

@@ -11,6 +11,8 @@ import yaml
 from safetensors.torch import save_file
 
 from pipeline.core import safeio
+from pipeline.core.errors import UserError
+from pipeline.core.safeio import structured
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
@@ -27,7 +29,7 @@ def test_aliases_that_expand_modestly_are_fine_and_shared_values_count_each_time
     text = "targets: &t [q_proj, v_proj]\na: *t\nb: *t\n"
     node, data = safeio.load_yaml(text)
     assert data == {"targets": ["q_proj", "v_proj"], "a": ["q_proj", "v_proj"], "b": ["q_proj", "v_proj"]}
-    assert safeio._expanded_size(node, 10**6) == 1 + 3 + 3 * 3  # the mapping, its 3 keys, 3 lists of 2
+    assert structured._expanded_size(node, 10**6) == 1 + 3 + 3 * 3  # the mapping, its 3 keys, 3 lists of 2
     with pytest.raises(safeio.BadFile):
         safeio.load_yaml(text, max_nodes=10)
 
@@ -120,7 +122,7 @@ def test_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv(safeio.LINE_BYTES_ENV, "123")
     assert safeio.line_bytes() == 123
     monkeypatch.setenv(safeio.LINE_BYTES_ENV, "lots")
-    with pytest.raises(safeio.UserError) as exc:
+    with pytest.raises(UserError) as exc:
         safeio.line_bytes()
     assert exc.value.findings[0].rule == "env-value"
 
