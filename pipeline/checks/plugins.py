@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checks.context import quiet
+from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
 
@@ -174,7 +175,7 @@ def _files_run(chain: list[Path], root: Path) -> list[Path]:
 def _module_level_imports(path: Path) -> Iterator[ast.Import | ast.ImportFrom]:
     """Imports that run whenever the module does (not those inside try, if, or functions)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = ast.parse(_source(path))
     except (OSError, SyntaxError, UnicodeDecodeError):
         return
     for node in tree.body:
@@ -225,11 +226,20 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _source(path: Path) -> str:
+    """A Python source file's text through the bounded reader; one that is not a regular UTF-8 file of at
+    most 16 MiB (a FIFO, a device) reads as empty: it defines nothing the check could find."""
+    try:
+        return safeio.read_text(path, "plugin", 16 * safeio.MiB, what=path.name)
+    except safeio.BadFile:
+        return ""
+
+
 # --- reading classes from source ---------------------------------------------------------------------
 
 def _class_file(source: Path, cls: str, depth: int = 0) -> Path | None:
     """The file that defines `cls`, following `from .x import cls` re-exports."""
-    tree = ast.parse(source.read_text(encoding="utf-8"))
+    tree = ast.parse(_source(source))
     for n in tree.body:
         if isinstance(n, ast.ClassDef) and n.name == cls:
             return source
@@ -257,7 +267,7 @@ def _class_in(source: Path, cls: str) -> ast.ClassDef | None:
     where = _class_file(source, cls)
     if where is None:
         return None
-    tree = ast.parse(where.read_text(encoding="utf-8"))
+    tree = ast.parse(_source(where))
     return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls), None)
 
 
@@ -317,7 +327,7 @@ def _annotated_names(path: Path, cls: str, depth: int = 0) -> set[str] | None:
     names = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     if depth >= 3:
         return names
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = ast.parse(_source(path))
     for base in node.bases:
         if not isinstance(base, ast.Name) or base.id == "BaseModel":
             continue

@@ -59,11 +59,11 @@ def sha256_of(path: str) -> str | None:
 
 def recall(folder: Path, key: str) -> list[Finding] | None:
     try:
-        data: dict[str, Any] = json.loads((folder / f"{key}.json").read_text())
+        data: dict[str, Any] = safeio.read_json(folder / f"{key}.json", max_bytes=safeio.MiB)
         if any(sha256_of(path) != digest for path, digest in data.get("files", {}).items()):
             return None
         return [Finding(f["path"], f["line"], f["rule"], f["message"], f["severity"]) for f in data["findings"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (safeio.BadFile, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # unreadable or from another version: check afresh
 
 

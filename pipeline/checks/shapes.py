@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import safeio
 from pipeline.core.cache import cache_dir
 
 #: bump when Shape changes, so cached shapes are rebuilt
@@ -76,8 +77,8 @@ def shape(arch: Mapping[str, Any], *, cache: bool = True) -> Shape:
         return _shape(arch_json)
     path = shape_path(arch)
     try:
-        return _from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        return _from_json(safeio.read_json(path, max_bytes=64 * safeio.MiB))
+    except (safeio.BadFile, OSError, ValueError, KeyError, TypeError):
         pass
     s = _shape(arch_json)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import safeio
+
 #: top-level settings that change what axolotl's data preparation produces (axolotl's own hash fields,
 #: utils/data/shared.py, and the few beyond them that decide which rows are kept)
 PREPARED_SETTINGS = (
@@ -40,8 +42,11 @@ def prepared_key(cfg: Mapping[str, Any], data_hashes: Mapping[str, str]) -> str:
     if tokenizer and Path(tokenizer).is_dir():
         for name in TOKENIZER_FILES:
             f = Path(tokenizer) / name
-            if f.is_file():
-                tokenizer_files[name] = hashlib.sha256(f.read_bytes()).hexdigest()
+            if os.path.lexists(f):  # bounded: a FIFO or /dev/zero under a tokenizer's name is one line
+                try:
+                    tokenizer_files[name] = safeio.sha256(f, "model", safeio.data_bytes(), what=name)
+                except safeio.BadFile as exc:
+                    raise exc.user_error(f) from None
     payload = {
         "data": dict(sorted(data_hashes.items())),
         "datasets": [cfg.get("datasets"), cfg.get("test_datasets")],
@@ -63,7 +68,6 @@ def drop_incomplete_prepared(folder: Path) -> list[Path]:
     to load it for ever. Nothing is touched while another axolotl holds the folder's lock (it is preparing
     now) or where the folder cannot be written. Returns what was removed."""
     import fcntl
-    import json
     import re
     import shutil
 
@@ -79,9 +83,9 @@ def drop_incomplete_prepared(folder: Path) -> list[Path]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         for split in sorted(p for p in folder.iterdir() if p.is_dir() and hashed.fullmatch(p.name)):
             try:
-                whole = all(isinstance(json.loads((split / name).read_text()), dict)
+                whole = all(isinstance(safeio.read_json(split / name, follow=False), dict)
                             for name in ("state.json", "dataset_info.json"))
-            except (OSError, ValueError):
+            except (safeio.BadFile, OSError, ValueError):
                 whole = (split / "dataset_dict.json").is_file()
             if not whole:
                 shutil.rmtree(split, ignore_errors=True)
