@@ -26,7 +26,8 @@ from pipeline.commands._shared import (
     default_configs,
     default_train_config,
 )
-from pipeline.core.errors import ExitCode, UserError, WriteRefused
+from pipeline.core import terminal
+from pipeline.core.errors import ExitCode, Finding, UserError, WriteRefused
 
 #: smoke's and train's defaults live in pipeline/commands/_shared.py; they stay importable from here
 __all__ = ["CPU_DEFAULT", "CPU_TRAIN_DEFAULT", "GPU_DEFAULT", "build_parser", "default_configs",
@@ -49,10 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. What it prints is guarded (core/terminal): escaped, and a stream that
+    cannot be written is one `output-unwritable` line on the other, exit 3, once the command has ended."""
+    with terminal.guarded() as (out, err):
+        code = _command(argv)
+        lost = [s for s in (out, err) if s.failure is not None]
+        for stream in lost:
+            other = err if stream is out else out
+            if other.failure is not None:  # neither works: the exit code is all that can tell
+                continue
+            print(Finding(f"<{stream.name}>", None, "output-unwritable",
+                          f"cannot write to {stream.name} ({stream.failure}); what was not shown is in the run "
+                          f"folder's manifest and log, where the command made one"), file=other)
+        return code if not lost or code != int(ExitCode.OK) else int(ExitCode.ENGINE)
+
+
+def _command(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error: argparse has printed what it had to
+        return exc.code if isinstance(exc.code, int) else int(ExitCode.USAGE)
     if not args.command:
         parser.print_help()
+        return int(ExitCode.USAGE)
+    try:
+        os.getcwd()
+    except OSError as exc:  # every relative path would fail somewhere inside, each its own way
+        print(Finding("<working folder>", None, "cwd-missing",
+                      f"the working folder cannot be read ({exc.strerror}): it was deleted or moved; cd into an "
+                      f"existing folder"), file=sys.stderr)
         return int(ExitCode.USAGE)
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     from pipeline.core import bytecode, engine

@@ -24,7 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.core import terminal
 from pipeline.core.axolotl_contract import ENTRY, LAUNCHED_ENV, METRICS_ENV, PROFILE_ENV  # noqa: F401 - PROFILE_ENV: the stages set it
+from pipeline.core.errors import printable
 
 
 def environment(metrics_file: Path, offline: bool, extra: Mapping[str, str] | None = None, *,
@@ -154,11 +156,7 @@ def run(cmd: list[str], env: Mapping[str, str], log_path: Path, *, echo: IO[str]
                 except OSError:
                     _drop_log(log, log_path)
                     log = None
-            try:
-                echo.write(chunk.decode("utf-8", "replace"))
-                echo.flush()
-            except (OSError, ValueError):
-                pass
+            terminal.relay(echo, chunk.decode("utf-8", "replace"))
         code = proc.wait()
     finally:
         for s, handler in previous.items():
@@ -189,8 +187,8 @@ def interrupt_grace() -> float:
 
 
 def _drop_log(log: IO[bytes] | None, log_path: Path) -> None:
-    print(f"warning: {log_path} can no longer be written (disk full?); axolotl's output goes to the terminal "
-          f"only", file=sys.stderr)
+    print(printable(f"warning: {log_path} can no longer be written (disk full?); axolotl's output goes to the terminal "
+          f"only"), file=sys.stderr)
     try:
         if log is not None:
             log.close()

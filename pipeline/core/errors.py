@@ -47,15 +47,22 @@ class Finding:
         }
 
 
-#: line breaks and other control characters (a user's key, value or file name may hold any), as escapes
+#: line breaks and other control characters (a user's key, value or file name may hold any), as escapes:
+#: C0 (ESC, CR, LF, ...), DEL, C1, the Unicode line and paragraph separators, and the bidirectional
+#: overrides and isolates that make a terminal show text in another order than it was written (CVE-2021-42574)
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x09} | {
-    0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+    0x0A: "\\n", 0x0D: "\\r"} | {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F),
+                                                          *range(0x2066, 0x206A))}
+#: the same, but a line break and a tab pass: for whole lines of pipeline's own text (core.terminal)
+IN_TEXT = {c: v for c, v in _CONTROLS.items() if c != 0x0A}
 
 
 def printable(text: str) -> str:
-    """`text` as one line any UTF-8 terminal can print: control characters escaped, and a lone surrogate
-    (an undecodable byte of a path on the command line) written as an escape instead of failing print()."""
-    text = text.translate(_CONTROLS)
+    """`text` as one line any terminal can print: control characters, line breaks and bidirectional
+    overrides escaped, and a lone surrogate (an undecodable byte of a path on the command line) written
+    as an escape (`\\udcff`) instead of failing print(). Every name, path or manifest field pipeline
+    prints goes through this (a table's cells, a finding, a note)."""
+    text = str(text).translate(_CONTROLS)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import safeio
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, printable
 
 NAME = ".lock"
 
@@ -102,7 +102,7 @@ def acquire(folder: Path, command: str | None = None) -> RunLock:
     previous = _read(fd)  # a clean release empties the file: a name left in it is a holder that died
     stale = previous if previous.get("pid") and previous.get("pid") != os.getpid() else None
     if stale:
-        print(f"note: {path} named pid {stale['pid']}, which is gone; its lock is taken over", file=sys.stderr)
+        print(printable(f"note: {path} named pid {stale['pid']}, which is gone; its lock is taken over"), file=sys.stderr)
     record = {"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3),
               "command": command or " ".join(["pipeline", *sys.argv[1:]])}
     try:

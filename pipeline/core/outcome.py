@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import provenance, runs
-from pipeline.core.errors import SIGNALLED, ExitCode
+from pipeline.core.errors import SIGNALLED, ExitCode, printable
 
 SUCCEEDED, INTERRUPTED, FAILED = "succeeded", "interrupted", "failed"
 
@@ -52,7 +52,7 @@ class Outcome:
 
     def say(self) -> None:
         if self.problem:
-            print(self.problem, file=sys.stderr)
+            print(printable(self.problem), file=sys.stderr)
 
 
 def judge(run: runs.Run, child: int, records: list[dict[str, Any]], *, stage: str, subject: Path,
@@ -97,7 +97,7 @@ def record(run: runs.Run, ended: Outcome, *, then: str = "", **fields: Any) -> b
     try:
         runs.finish_manifest(run, ended.status, **fields)
     except OSError as exc:
-        print(f"{run.manifest_path}: run-unwritable: cannot record how the run ended ({exc.strerror}); "
-              f"`pipeline runs` shows it as killed{then}", file=sys.stderr)
+        print(printable(f"{run.manifest_path}: run-unwritable: cannot record how the run ended ({exc.strerror}); "
+              f"`pipeline runs` shows it as killed{then}"), file=sys.stderr)
         return False
     return True

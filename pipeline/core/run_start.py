@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.axolotl_contract import PLUGINS, TOKEN_LOSS_PLUGIN
+from pipeline.core.errors import printable
 from pipeline.core.prepared import drop_incomplete_prepared, prepared_key
 
 #: settings every run gets unless the config sets them itself
@@ -86,7 +87,7 @@ def start_run(stage: str, resolved: Any, runs_dir: Path, *, compute: Mapping[str
         weighting = section.loss_weighting(cfg)
         axolotl_cfg = prepare(resolved.axolotl, run.output_dir, cache.cache_dir(), resolved.data_files, hashes, weighting)
         for cut in drop_incomplete_prepared(Path(axolotl_cfg["dataset_prepared_path"])):
-            print(f"note: removed {cut}: prepared data an earlier run left cut short", file=sys.stderr)
+            print(printable(f"note: removed {cut}: prepared data an earlier run left cut short"), file=sys.stderr)
         trusted = remote_code_origin(cfg, resolved.axolotl, axolotl_cfg)
         text = run_config_text(cfg.path, [f"Resolved by pipeline {stage} from {cfg.path}", *comment(compute)],
                                axolotl_cfg)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from pipeline.core import lock, provenance, safeio, summary
-from pipeline.core.errors import Finding, UserError
+from pipeline.core.errors import Finding, UserError, printable
 
 # smoke, train and evaluate still call these as runs.<name>; they live in provenance
 
@@ -300,7 +300,7 @@ def all_runs(root: Path) -> list[Run]:
         try:
             read_manifest(p / MANIFEST)
         except CorruptManifest as exc:
-            print(f"warning: {exc.findings[0]}; skipped", file=sys.stderr)
+            print(printable(f"warning: {exc.findings[0]}; skipped"), file=sys.stderr)
             continue
         found.append(Run(p))
     return sorted(found, key=lambda r: r.name)

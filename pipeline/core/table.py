@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.core.errors import printable
+
+
+def cell(value: object) -> str:
+    """A cell as one line that cannot add a row or a column: control characters, line breaks and
+    bidirectional overrides escaped (errors.printable), and `|` written as markdown's `\\|`."""
+    return printable(str(value)).replace("|", "\\|")
+
 
 def pipe_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    """The rows under the header, padded; every cell escaped (`cell`), so each row is exactly one line."""
+    cells = [[cell(c) for c in header], *[[cell(c) for c in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
     def fmt(values: list[str]) -> str:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import config, inference, provenance, runs, safeio, section, staging
-from pipeline.core.errors import ExitCode, UserError
+from pipeline.core.errors import ExitCode, UserError, printable
 from pipeline.core.proc import sigterm_as_interrupt
 from pipeline.core.section import GATES
 from pipeline.stages import report
@@ -135,12 +135,12 @@ def main(run_ref: str | None, *, runs_dir: Path) -> int:
             stage.commit()  # an earlier RUN/eval/ is replaced
     except KeyboardInterrupt:
         _record(run, {"status": "interrupted", "finished": runs.now()})
-        print(f"{run.name}: evaluation interrupted", file=sys.stderr)
+        print(printable(f"{run.name}: evaluation interrupted"), file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except OSError as exc:  # a full or read-only disk while writing the report
         _record(run, {"status": "failed", "finished": runs.now()})
-        print(f"{run.path}: eval-unwritable: cannot write the report ({exc.strerror or exc}); an earlier "
-              f"RUN/eval/ is kept as it was", file=sys.stderr)
+        print(printable(f"{run.path}: eval-unwritable: cannot write the report ({exc.strerror or exc}); an earlier "
+              f"RUN/eval/ is kept as it was"), file=sys.stderr)
         return int(ExitCode.ENGINE)
     except BaseException:
         _record(run, {"status": "failed", "finished": runs.now()})
@@ -162,7 +162,7 @@ def _record(run: runs.Run, entry: dict[str, Any]) -> None:
     try:
         run.update_manifest(evaluate=entry)
     except OSError as exc:
-        print(f"warning: {run.manifest_path}: cannot record the evaluation ({exc.strerror})", file=sys.stderr)
+        print(printable(f"warning: {run.manifest_path}: cannot record the evaluation ({exc.strerror})"), file=sys.stderr)
 
 
 # --- which run, which settings ------------------------------------------------------------------------------
@@ -261,8 +261,8 @@ def measure_all(run: runs.Run, cfg: dict[str, Any], examples: list[inference.Exa
         plans.append(("merged", {"path": merged, "dtype": _merged_dtype(merged)}))
     out = []
     for name, how in plans:
-        print(f"==> evaluate: {name} model ({len(examples)} validation examples, "
-              f"{len(heldout)} held-out paragraphs)", file=sys.stderr)
+        print(printable(f"==> evaluate: {name} model ({len(examples)} validation examples, "
+              f"{len(heldout)} held-out paragraphs)"), file=sys.stderr)
         started = time.perf_counter()
         model = inference.load(how["path"], adapter=how.get("adapter"), dtype=how["dtype"],
                                four_bit=how.get("four_bit"))

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import inference, runs, safeio, staging
-from pipeline.core.errors import SIGNALLED, ExitCode, UserError
+from pipeline.core.errors import SIGNALLED, ExitCode, UserError, printable
 from pipeline.core.proc import sigterm_as_interrupt
 
 TMP_PREFIX = ".merging-"
@@ -66,7 +66,7 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
         raise UserError.at(str(run.path), None, "merge-not-ready", why)
     target = run.path / "merged"
     if target.exists() and not force:
-        print(f"{run.name}: already merged into {target}; not overwriting it (pass --force to merge again)",
+        print(printable(f"{run.name}: already merged into {target}; not overwriting it (pass --force to merge again)"),
               file=sys.stderr)
         return int(ExitCode.OK)
     cfg = runs.run_config(run)
@@ -84,7 +84,7 @@ def main(run_ref: str | None, *, auto: bool, force: bool, runs_dir: Path) -> int
         raise runs.unwritable(run.path, exc) from None
     # SIGTERM outside axolotl's run (during the check) stops like Ctrl-C: cleaned up, exit 130
     sigterm_as_interrupt()
-    print(f"==> merge: {run.output_dir} into {cfg['base_model']} -> {target}", file=sys.stderr)
+    print(printable(f"==> merge: {run.output_dir} into {cfg['base_model']} -> {target}"), file=sys.stderr)
     started = time.perf_counter()
     assert run.lock is not None
     with stage:  # whatever is left in it when this ends goes with it
@@ -137,7 +137,7 @@ def finish(run: runs.Run, record: dict[str, Any], status: str, code: int, messag
     except OSError as exc:
         message += f" (and the manifest cannot be written: {exc.strerror})"
         code = code or int(ExitCode.ENGINE)
-    print(f"{run.name}: merge {status}: {message}", file=sys.stderr)
+    print(printable(f"{run.name}: merge {status}: {message}"), file=sys.stderr)
     return code
 
 

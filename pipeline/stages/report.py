@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import printable
+
 COLORS = {"base": "#8c8c8c", "tuned": "#2a7ab8", "merged": "#e0873a"}
 #: the background of a highlighted coined term in report.html
 TERM_HIGHLIGHT = "#ffd23f"
@@ -291,4 +293,4 @@ def print_summary(result: dict[str, Any], target: Path) -> None:
         state = "ok" if g[3] == "pass" else "FAILED"
         line = f"{result['run']}: gate {g[0]} {state}: {g[1]}, value {g[2]}"
         print(line, file=sys.stderr if state == "FAILED" else sys.stdout)
-    print(f"report: {target / 'report.md'} and {target / 'report.html'}")
+    print(printable(f"report: {target / 'report.md'} and {target / 'report.html'}"))

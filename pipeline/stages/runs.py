@@ -36,7 +36,7 @@ def main(*, runs_dir: Path, output: str = "table") -> int:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
-        print(f"no runs in {runs_dir} (start one with `pipeline smoke` or `pipeline train`)")
+        print(printable(f"no runs in {runs_dir} (start one with `pipeline smoke` or `pipeline train`)"))
         return 0
     print("\n".join(printable(line) for line in table(rows).split("\n")))  # folder names may hold any byte
     return 0
@@ -78,7 +78,7 @@ def _metrics(run: runs.Run) -> list[dict[str, Any]]:
     try:
         return run.metrics()
     except runs.DamagedRun as exc:
-        print(f"warning: {exc.findings[0]}; its steps are not shown", file=sys.stderr)
+        print(printable(f"warning: {exc.findings[0]}; its steps are not shown"), file=sys.stderr)
         return []
 
 

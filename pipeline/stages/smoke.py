@@ -32,7 +32,7 @@ from typing import Any
 from pipeline import checks
 from pipeline.checks import compute_plan, flops
 from pipeline.core import bounds, cache, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
-from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError
+from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError, printable
 from pipeline.core.table import pipe_table
 
 SMOKE_OVERRIDES: dict[str, Any] = {"save_strategy": "no", "eval_strategy": "no"}
@@ -158,8 +158,8 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path, gpus: i
     except OSError as exc:
         result.exit_code = code = code if code not in (0, 1) else int(ExitCode.ENGINE)
         ended = replace(ended, status=outcome.FAILED)
-        print(f"{run.path / 'smoke.json'}: run-unwritable: cannot write the result ({exc.strerror}); the run is "
-              f"marked failed", file=sys.stderr)
+        print(printable(f"{run.path / 'smoke.json'}: run-unwritable: cannot write the result ({exc.strerror}); the run is "
+              f"marked failed"), file=sys.stderr)
     if not outcome.record(run, ended, exit_code=code, runtime_s=round(runtime, 2),
                           summary={k: v for k, v in s.items() if k != "losses"}):
         result.exit_code = code if code not in (0, 1) else int(ExitCode.ENGINE)
@@ -232,10 +232,10 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
         check_json_target(json_path, [c for c, *_ in loaded])
     for _cfg, warnings, _ in loaded:
         for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            print(printable(f"warning: {w}"), file=sys.stderr)
     results = []
     for cfg, _, reach in loaded:
-        print(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)", file=sys.stderr)
+        print(printable(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)"), file=sys.stderr)
         result = run_one(cfg, max_steps=max_steps, runs_dir=runs_dir, gpus=gpus,
                          profile_step=profile_step, since=since, reach=reach)
         since = time.perf_counter()
@@ -246,7 +246,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     print(table(results))
     for r in results:
         if line := summary.phase_line(r.summary.get("phases") or {}, r.runtime_s):
-            print(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}")
+            print(printable(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}"))
     payload = {
         "created": runs.now(),
         **provenance.record(loaded[0][0].path if loaded else None),  # git: the (first) config's folder
@@ -262,18 +262,18 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
             out = json_path
         else:  # two smokes ending in the same second each keep their own file
             out = runs.write_new(runs_dir, f"smoke-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}", ".json", text)
-        print(f"\nwrote {out}")
+        print("\n" + printable(f"wrote {out}"))
     except OSError as exc:
-        print(f"{json_path or runs_dir}: results-unwritable: cannot write the smoke results ({exc.strerror}); each "
-              f"run folder keeps its own smoke.json where it could be written", file=sys.stderr)
+        print(printable(f"{json_path or runs_dir}: results-unwritable: cannot write the smoke results ({exc.strerror}); each "
+              f"run folder keeps its own smoke.json where it could be written"), file=sys.stderr)
         code = int(ExitCode.ENGINE)
     for r in results:
         for v in r.verdicts:
             if not v.ok:
-                print(v.line(r.config), file=sys.stderr)
+                print(printable(v.line(r.config)), file=sys.stderr)
                 code = max(code, int(ExitCode.FAILED))
         if r.exit_code != 0:
-            print(f"{r.config}: axolotl exited with status {r.exit_code}; see {runs_dir / r.run / 'axolotl.log'}",
+            print(printable(f"{r.config}: axolotl exited with status {r.exit_code}; see {runs_dir / r.run / 'axolotl.log'}"),
                   file=sys.stderr)
             code = int(ExitCode.INTERRUPTED) if r.exit_code in SIGNALLED else max(code, int(ExitCode.ENGINE))
     return code

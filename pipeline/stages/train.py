@@ -77,7 +77,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
 
     resolved, chosen = compute_plan.plan(resolved, reach)
     run = run_start.start_run(STAGE, resolved, runs_dir, compute=chosen, world_size=gpus, attempts=[])
-    print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
+    print(printable(f"==> train: {cfg.path} -> {run.path}"), file=sys.stderr)
     return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
 
 
@@ -86,7 +86,7 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
     compute.Reach; bad input raises UserError before anything is written."""
     cfg, warnings, reach = checks.for_run(config_path, overrides)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)
     return cfg, config.resolve(cfg), reach
 
 
@@ -154,13 +154,14 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
 def closing(run: runs.Run, ended: outcome.Outcome, child: int, s: dict[str, Any], last: Path | None) -> str:
     """What an attempt ends by saying: the result and where to go from there."""
     if ended.ok:
-        return f"{report_line(run.name, s)}\nadapter: {run.output_dir}\nnext: pipeline merge {run.path}"
+        return f"{printable(report_line(run.name, s))}\n" + printable(f"adapter: {run.output_dir}") + "\n" + \
+            printable(f"next: pipeline merge {run.path}")
     if ended.status == outcome.INTERRUPTED:
         where = f"its last complete checkpoint is {last.name}" if last else "no checkpoint was complete yet"
-        return (f"{run.name}: interrupted at step {s.get('steps', 0)}; {where}. Continue with: "
-                f"pipeline train --resume {run.path}")
-    return (f"{run.name}: axolotl exited with status {child}; see {run.path / 'axolotl.log'}. "
-            f"After fixing the cause: pipeline train --resume {run.path}")
+        return printable(f"{run.name}: interrupted at step {s.get('steps', 0)}; {where}. Continue with: "
+                         f"pipeline train --resume {run.path}")
+    return printable(f"{run.name}: axolotl exited with status {child}; see {run.path / 'axolotl.log'}. "
+                     f"After fixing the cause: pipeline train --resume {run.path}")
 
 
 def finished_at(records: list[dict[str, Any]]) -> bool:
@@ -329,19 +330,19 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
         from pipeline.core import prepared
 
         for cut in prepared.drop_incomplete_prepared(folder):
-            print(f"note: removed {cut}: prepared data the last attempt left cut short", file=sys.stderr)
+            print(printable(f"note: removed {cut}: prepared data the last attempt left cut short"), file=sys.stderr)
     try:
         discarded = discard_after(run.output_dir, step)
         archived = rewind_metrics(run, step)
     except OSError as exc:
         raise runs.unwritable(run.path, exc) from None
     if checkpoint:
-        print(f"==> train --resume: {run.path} from {checkpoint.name} (step {step})", file=sys.stderr)
+        print(printable(f"==> train --resume: {run.path} from {checkpoint.name} (step {step})"), file=sys.stderr)
     else:
-        print(f"==> train --resume: {run.path} has no complete checkpoint; starting again from step 0",
+        print(printable(f"==> train --resume: {run.path} has no complete checkpoint; starting again from step 0"),
               file=sys.stderr)
     for path in discarded:
-        print(f"    deleted the incomplete {path.name}", file=sys.stderr)
+        print(printable(f"    deleted the incomplete {path.name}"), file=sys.stderr)
     resumes = list(m.get("resumes") or [])
     resumes.append({"at": runs.now(), "from_checkpoint": checkpoint.name if checkpoint else None,
                     "from_step": step,
