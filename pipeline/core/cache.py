@@ -37,6 +37,6 @@ def require_writable() -> None:
         if exc.errno not in WRITE_ERRNOS:
             raise
         raise WriteRefused(Finding(str(root), None, "cache-unwritable",
-                                   f"the cache ($PIPELINE_CACHE) cannot be written ({exc.strerror or exc}); runs keep "
+                                   f"the cache ($PIPELINE_CACHE, by default ~/.cache/pipeline) cannot be written ({exc.strerror or exc}); runs keep "
                                    f"prepared data and built models there: make it a writable folder, or set "
                                    f"PIPELINE_CACHE to one")) from None

@@ -260,6 +260,10 @@ def folder_label(config_name: str) -> str:
 
 
 def unwritable(where: Path, exc: OSError) -> UserError:
+    if exc.errno == errno.ENAMETOOLONG:
+        return UserError.at(str(where), None, "runs-unwritable",
+                            "the path is longer than the file system allows; choose a shorter --runs-dir "
+                            "(nothing was kept)")
     return UserError.at(str(where), None, "runs-unwritable",
                         f"cannot write here ({exc.strerror or exc}); free space, make it writable or choose "
                         f"another --runs-dir (nothing was kept)")
