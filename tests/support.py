@@ -10,7 +10,9 @@ import contextlib
 import io
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -118,3 +120,29 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+class TookTooLong(AssertionError):
+    """A command or reader that ran past its time (a FIFO opened for reading blocks for ever)."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float = 120, mib: int = 1024) -> Iterator[None]:
+    """Fail what runs in the block past `seconds` (interrupted there: SIGALRM in this, the main, thread) or
+    raises this process's peak memory by `mib` (/dev/zero read without a bound does)."""
+    def alarm(signum: int, frame: Any) -> None:
+        raise TookTooLong(f"ran past {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    elapsed = time.monotonic() - started
+    assert elapsed < seconds, f"took {elapsed:.1f} s"
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grew < mib, f"peak memory grew by {grew:.0f} MiB"

@@ -287,7 +287,7 @@ def setting_up(run: Run) -> Iterator[None]:
 def find(root: Path, ref: str) -> Run:
     """The run a user names: a folder path, or a run name under the runs folder."""
     path = Path(ref) if Path(ref).is_dir() else root / ref
-    if not (path / MANIFEST).is_file():
+    if not os.path.lexists(path / MANIFEST) or not path.is_dir():  # a manifest that is no file: manifest-corrupt
         raise UserError.at(ref, None, "run-missing",
                            f"no run folder with a manifest here (looked in {path}); see `pipeline runs`")
     return Run(path)
@@ -299,7 +299,7 @@ def all_runs(root: Path) -> list[Run]:
         return []
     found = []
     for p in sorted(root.iterdir()):
-        if not (p / MANIFEST).is_file():
+        if not p.is_dir() or not os.path.lexists(p / MANIFEST):
             continue
         try:
             read_manifest(p / MANIFEST)

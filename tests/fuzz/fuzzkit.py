@@ -19,14 +19,12 @@ import io
 import json
 import os
 import re
-import resource
 import shutil
-import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import support
 import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -178,29 +176,9 @@ LIMIT_S = float(os.environ.get("PIPELINE_FUZZ_LIMIT_S", "120"))
 LIMIT_MIB = 1024
 
 
-class TookTooLong(AssertionError):
-    pass
-
-
-@contextlib.contextmanager
-def bounded(seconds: float = LIMIT_S, mib: int = LIMIT_MIB) -> Iterator[None]:
-    """Fail an example that runs past `seconds` (interrupted there) or raises peak memory by `mib`."""
-    def alarm(signum: int, frame: Any) -> None:
-        raise TookTooLong(f"the reader ran past {seconds:.0f} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    elapsed = time.monotonic() - started
-    assert elapsed < seconds, f"the reader took {elapsed:.1f} s"
-    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
-    assert grew < mib, f"the reader's peak memory grew by {grew:.0f} MiB"
+def bounded(seconds: float = LIMIT_S, mib: int = LIMIT_MIB) -> contextlib.AbstractContextManager[None]:
+    """support.bounded with the fuzz limits (PIPELINE_FUZZ_LIMIT_S)."""
+    return support.bounded(seconds, mib)
 
 
 def fingerprint(*roots: Path) -> dict[str, str]:
