@@ -52,9 +52,10 @@ def refused(proc: subprocess.CompletedProcess[str], code: int, rule: str) -> str
     said = proc.stderr + "\n" + proc.stdout
     assert "Traceback" not in said, said[-3000:]
     assert proc.returncode == code, said[-3000:]
-    found = [line for line in said.splitlines() if (m := FINDING.match(line)) and not line.startswith("warning:")]
-    assert len(found) == 1 and FINDING.match(found[0])["rule"] == rule, said[-3000:]  # type: ignore[index]
-    return found[0]
+    found = [(m["rule"], line) for line in said.splitlines()
+             if (m := FINDING.match(line)) and not line.startswith("warning:")]
+    assert [r for r, _ in found] == [rule], said[-3000:]
+    return found[0][1]
 
 
 # --- the runs each case damages ------------------------------------------------------------------------------
