@@ -135,6 +135,9 @@ def check_regular(path: str | os.PathLike[str], rule: str, max_bytes: int, what:
     except ValueError:  # a NUL byte in the name
         raise BadFile(f"{rule}-missing", f"{what} not found (its name holds a NUL byte); check the path") from None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BadFile(f"{rule}-missing", f"{what} not found: its path is longer than the file system allows; "
+                                             f"check the path") from None
         raise BadFile(f"{rule}-unreadable", f"{what} cannot be read ({exc.strerror}); check its permissions") from None
     _judge(p, st, rule, max_bytes, what, follow)
     return st
