@@ -12,16 +12,21 @@ Split out of data.py (reading and row checks there, lengths here) so each module
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pipeline.checks.data import DataSet, messages, setting
+from pipeline.checks.dataset import DataSet
+from pipeline.checks.rows import messages, setting
 from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
 from pipeline.core.errors import Finding
+
+T = TypeVar("T")
 
 
 def check(loaded: LoadedConfig, cfg: Mapping[str, Any], sets: list[DataSet]) -> list[Finding]:
@@ -118,25 +123,41 @@ def chat_template_for(cfg: Mapping[str, Any], entry: Mapping[str, Any], tokenize
         return None
 
 
+#: rows rendered and tokenised at a time: the tokenizer's batch, and all that is held of the rows
+BATCH = 1024
+
+
 def token_lengths(ds: DataSet, cfg: Mapping[str, Any], tokenizer: Any,
-                  found: list[Finding] | None = None) -> list[int] | None:
-    """Tokens of every row as axolotl renders it; a row the chat template cannot render counts 0 and is a
-    finding in `found`."""
+                  found: list[Finding] | None = None) -> array[int] | None:
+    """Tokens of every row as axolotl renders it, in file order, streamed in batches of BATCH rows; a row
+    the chat template cannot render counts 0 and is a finding in `found`."""
     if ds.type == "chat_template":
         template = chat_template_for(cfg, ds.entry, tokenizer)
         if template is None:
             return None
-        texts = rendered(ds, found, lambda msgs: tokenizer.apply_chat_template(msgs, chat_template=template,
-                                                                               tokenize=False))
-        return [len(ids) for ids in tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"]]
+        out = array("I")
+        for texts in batched(rendered(ds, found, lambda msgs: tokenizer.apply_chat_template(
+                msgs, chat_template=template, tokenize=False))):
+            out.extend(len(ids) for ids in tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"])
+        return out
     if ds.type == "completion":
         key = setting(ds.entry, "field", "text")
-        texts = [str(row.get(key, "")) if isinstance(row, dict) else "" for row in ds.rows]
-        return [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]  # + the EOS axolotl appends
+        out = array("I")
+        for rows in batched(row for _, row in ds.rows(doing="measuring token lengths of")):
+            texts = [str(row.get(key, "")) if isinstance(row, dict) else "" for row in rows]
+            out.extend(len(ids) + 1 for ids in tokenizer(texts)["input_ids"])  # + the EOS axolotl appends
+        return out
     return None
 
 
-def byte_bounds(ds: DataSet, cfg: Mapping[str, Any], found: list[Finding] | None = None) -> list[int] | None:
+def batched(items: Iterable[T]) -> Iterator[list[T]]:
+    """`items` in lists of BATCH."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, BATCH)):
+        yield chunk
+
+
+def byte_bounds(ds: DataSet, cfg: Mapping[str, Any], found: list[Finding] | None = None) -> array[int] | None:
     """Bytes of each rendered chat row (+2), an upper bound of its tokens, without the tokenizer."""
     if ds.type != "chat_template":
         return None
@@ -149,25 +170,23 @@ def byte_bounds(ds: DataSet, cfg: Mapping[str, Any], found: list[Finding] | None
     # it returns (texts, generation indices), whatever its annotation says
     texts = rendered(ds, found, lambda msgs: render_jinja_template([msgs], chat_template=template, bos_token="<s>",
                                                                    eos_token="</s>")[0][0])
-    return [0 if t is None else len(t.encode("utf-8")) + 2 for t in texts]
+    return array("I", (0 if t is None else len(t.encode("utf-8")) + 2 for t in texts))
 
 
 def rendered(ds: DataSet, found: list[Finding] | None,
-             render: Callable[[list[dict[str, Any]]], str]) -> list[str | None]:
-    """Each row's text through `render`, None where it has no text messages or the template refuses it: that
-    row is a `data-row` finding in `found`, at its line (axolotl would stop on it while tokenising)."""
-    texts: list[str | None] = []
-    for row, line in zip(ds.rows, ds.lines, strict=True):
+             render: Callable[[list[dict[str, Any]]], str]) -> Iterator[str | None]:
+    """Each row's text through `render`, streamed, None where it has no text messages or the template refuses
+    it: that row is a `data-row` finding in `found`, at its line (axolotl would stop on it while tokenising)."""
+    for line, row in ds.rows(doing="measuring token lengths of"):
         msgs = [m for m in messages(ds, row) or [] if isinstance(m["content"], str)]
         try:
-            texts.append(render(msgs) if msgs else None)
+            yield render(msgs) if msgs else None
         except Exception as exc:  # noqa: BLE001 - a chat template is the user's own code: any error is the row's
-            texts.append(None)
+            yield None
             if found is not None:
                 found.append(Finding(ds.shown, line or None, "data-row",
                                      f"the chat template cannot render this row ({type(exc).__name__}: "
                                      f"{' '.join(str(exc).split())[:200]}); fix the row or the template"))
-    return texts
 
 
 def too_long(ds: DataSet, cfg: Mapping[str, Any], loaded: LoadedConfig) -> list[Finding]:
@@ -175,15 +194,17 @@ def too_long(ds: DataSet, cfg: Mapping[str, Any], loaded: LoadedConfig) -> list[
     if not ds.lengths or not isinstance(seq, (int, float)) or not math.isfinite(seq):
         return []  # axolotl's validation reports a sequence_len that is no number
     seq = int(seq)
-    long_lines = [line for n, line in zip(ds.lengths, ds.lines, strict=True) if n > seq]
+    over = (line for n, line in zip(ds.lengths, ds.lines) if n > seq)  # noqa: B905 - a file edited meanwhile
+    long_lines = list(itertools.islice(over, 6))
     if not long_lines:
         return []
+    many = len(long_lines) + sum(1 for _ in over)
     strategy = str(cfg.get("excess_length_strategy") or "drop")
     fate = {"drop": "axolotl drops them", "truncate": "axolotl truncates them",
             "raise": "axolotl stops with an error"}.get(strategy, "axolotl drops them")
-    shown = ", ".join(map(str, long_lines[:5])) + (" ..." if len(long_lines) > 5 else "")
+    shown = ", ".join(map(str, long_lines[:5])) + (" ..." if many > 5 else "")
     return [Finding(str(loaded.path), loaded.line("sequence_len") or loaded.line(ds.key, ds.index),
                     "data-too-long",
-                    f"{len(long_lines)} of {len(ds.rows)} rows of {ds.shown} are longer than sequence_len {seq} "
+                    f"{many} of {ds.count} rows of {ds.shown} are longer than sequence_len {seq} "
                     f"tokens (longest {max(ds.lengths)}; lines {shown}): {fate}; raise sequence_len or shorten "
                     f"those rows")]

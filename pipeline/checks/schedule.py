@@ -21,7 +21,7 @@ def schedule(ctx: Context) -> Schedule:
         s.note = "val_set_size carves the validation rows at run time: steps not computed"
     elif train and len(train) == len(local):
         drops = str(ctx.get("excess_length_strategy") or "drop") != "truncate"
-        rows = sum(len(d.rows) for d in train)
+        rows = sum(d.count for d in train)
         if all(d.lengths for d in train):
             lengths = [n for d in train for n in d.lengths or []]
             if drops:

@@ -116,7 +116,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_the_imports_it_should():
     """A guard on the reader itself: known edges, top-level and lazy, absolute and from a package."""
     g = graph()
-    assert "pipeline.checks.data" in g["pipeline.checks.lengths"]  # top-level
+    assert "pipeline.checks.dataset" in g["pipeline.checks.lengths"]  # top-level
     assert "pipeline.core.models" in g["pipeline.checks.lengths"]  # inside a function
     assert "pipeline.stages.report" in g["pipeline.stages.evaluate"]  # `from pipeline.stages import report`
     assert "pipeline.checks" in g["pipeline.stages.smoke"]  # a package's __init__

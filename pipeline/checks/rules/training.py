@@ -89,7 +89,7 @@ def _batch_vs_data(ctx: Context) -> Iterator[tuple[tuple[str | int, ...], str]]:
         entries = [e for e in (ctx.cfg.get("datasets") or []) if isinstance(e, dict)]
         if not (train or counted) or len(train) + len(counted) != len(entries):
             return
-        most = sum(len(d.rows) for d in train) + sum(r.rows or 0 for r in counted)
+        most = sum(d.count for d in train) + sum(r.rows or 0 for r in counted)
         exact = not ctx.get("val_set_size") and not counted
         what = "rows (packed sequences never outnumber rows)" if ctx.get("sample_packing") else "rows"
         if counted:
