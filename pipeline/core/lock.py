@@ -16,10 +16,12 @@ at exit, so the next command over the same folder (evaluate after train) does no
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -85,12 +87,17 @@ def acquire(folder: Path, command: str | None = None) -> RunLock:
         held.depth += 1
         return held
     path = folder / NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:  # never through a symlink, never blocking on a FIFO: a lock file of another type is refused below
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise _not_a_lock(folder) from None
         raise UserError.at(str(folder), None, "run-unwritable",
                            f"cannot create {NAME} in the run folder ({exc.strerror}); make the runs folder "
                            f"writable") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock(folder)
     if not _try_lock(fd):
         holder = _read(fd)
         os.close(fd)
@@ -114,6 +121,12 @@ def acquire(folder: Path, command: str | None = None) -> RunLock:
     return lock
 
 
+def _not_a_lock(folder: Path) -> UserError:
+    return UserError.at(str(folder / NAME), None, "lock-not-file",
+                        f"{NAME} is not the regular file pipeline locks the run folder with (a FIFO, a directory or a "
+                        f"symlink); remove it, then run this again")
+
+
 def _try_lock(fd: int, tries: int = 5) -> bool:
     """LOCK_EX, retried briefly: `pipeline runs` peeks at locks with a shared lock for a moment."""
     for i in range(tries):
@@ -129,8 +142,11 @@ def _try_lock(fd: int, tries: int = 5) -> bool:
 def holder(folder: Path) -> dict[str, Any] | None:
     """Who holds the folder's lock now, or None when nobody does (read-only: never takes it)."""
     try:
-        fd = os.open(folder / NAME, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(folder / NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device where the lock goes: nobody holds it
+        os.close(fd)
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

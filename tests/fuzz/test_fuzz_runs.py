@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,8 @@ COMMANDS = [["runs", "--format", "table"], ["runs", "--format", "json"], ["merge
             ["evaluate", RUN], ["evaluate"], ["train", "--resume", RUN], ["train", "--resume"]]
 
 
-def read_back(template: Path, name: str, body: bytes, command: list[str], monkeypatch: pytest.MonkeyPatch,
-              unfinished: bool = False) -> bool:
+def read_back(template: Path, name: str, body: bytes | Callable[[Path], None], command: list[str],
+              monkeypatch: pytest.MonkeyPatch, unfinished: bool = False) -> bool:
     """`command` on a copy of the template with `name` replaced by `body`; True when it reached the work.
 
     unfinished: the run stopped before its last step (its metrics end before the recorder's `end` record),
@@ -148,9 +150,13 @@ def read_back(template: Path, name: str, body: bytes, command: list[str], monkey
         if unfinished:
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS
                                                        if r["kind"] not in ("end", "summary")))
-        (run / name).write_bytes(body.replace(str(template).encode(), str(root).encode()))
+        if callable(body):  # a file of another type, or cut short
+            body(run / name)
+        else:
+            (run / name).write_bytes(body.replace(str(template).encode(), str(root).encode()))
         # fuzzkit's placeholder stands for the sha256 pipeline wrote of the run's config.yaml, as it is now
-        if (run / "manifest.json").is_file() and (run / "config.yaml").is_file():
+        if not (run / "manifest.json").is_symlink() and (run / "manifest.json").is_file() \
+                and (run / "config.yaml").is_file() and not (run / "config.yaml").is_symlink():
             real = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest().encode()
             (run / "manifest.json").write_bytes((run / "manifest.json").read_bytes().replace(b"0" * 64, real))
         before = fuzzkit.fingerprint(root / "configs", root / "data")
@@ -177,6 +183,53 @@ def test_an_untouched_run_reaches_the_work(command, template, stand_ins, monkeyp
     if command[0] == "train":  # only an unfinished run can be resumed
         body = body.replace(b'"status": "succeeded"', b'"status": "failed"', 1)
     assert read_back(template, "manifest.json", body, command, monkeypatch, unfinished=command[0] == "train")
+
+
+#: every file a command reads back from a run folder
+RUN_FILES = ["manifest.json", "metrics.jsonl", "config.yaml", "source.yaml", ".lock", "output/adapter_config.json",
+             "output/adapter_model.safetensors", "output/checkpoint-2/trainer_state.json",
+             "output/checkpoint-2/adapter_model.safetensors"]
+
+
+def kind_of_file(kind: str, cut: int) -> Callable[[Path], None]:
+    """What replaces a file: a FIFO, a directory, a symlink to /dev/zero or to the project's config, the file
+    cut short at `cut` bytes, or removed. (A `.lock` linked to a file outside the run was truncated through
+    the link before lock.py opened it with O_NOFOLLOW: found by this property.)"""
+    def place(path: Path) -> None:
+        if not os.path.lexists(path):  # the lock file exists once a command has run
+            path.write_bytes(b"")
+        if kind == "cut":
+            os.truncate(path, min(cut, path.stat().st_size))
+            return
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "dir":
+            path.mkdir()
+        elif kind == "zero":
+            path.symlink_to("/dev/zero")
+        elif kind == "link":  # to the user's config: the property's fingerprint sees a write through the link
+            path.symlink_to(next(p for p in path.parents if p.name == "project") / "configs" / "tiny.yaml")
+    return place
+
+
+@examples(200)
+@given(name=st.sampled_from(RUN_FILES), kind=st.sampled_from(["fifo", "dir", "zero", "link", "cut", "gone"]),
+       cut=st.integers(0, 4096), command=st.sampled_from(COMMANDS))
+def test_a_run_file_of_another_type_is_one_line(name, kind, cut, command, template, stand_ins, monkeypatch):
+    """The file types a disk, a copy or a person leaves where pipeline wrote a regular file: never a hang (the
+    property's time bound interrupts a blocked open), never /dev/zero read without end (its memory bound)."""
+    read_back(template, name, kind_of_file(kind, cut), command, monkeypatch)
+
+
+@pytest.mark.parametrize("name, kind, command", [
+    (".lock", "fifo", ["runs", "--format", "table"]),  # found by this fuzzer: `runs` blocked opening the lock
+    (".lock", "dir", ["merge", RUN]),  # refused as "cannot create", not what it is
+    ("metrics.jsonl", "zero", ["evaluate", RUN]),  # runfolder-probes.md: 6.6 GB, then MemoryError
+    ("output/checkpoint-2/trainer_state.json", "fifo", ["train", "--resume", RUN]),
+])
+def test_found_run_file_types_are_one_line(name, kind, command, template, stand_ins, monkeypatch):
+    read_back(template, name, kind_of_file(kind, 0), command, monkeypatch, unfinished=command[0] == "train")
 
 
 @examples(300)
