@@ -8,6 +8,7 @@ change`, and the command exits with status 2 before anything is written. Failure
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -55,19 +56,27 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] 
                                                           *range(0x2066, 0x206A))}
 #: the same, but a line break and a tab pass: for whole lines of pipeline's own text (core.terminal)
 IN_TEXT = {c: v for c, v in _CONTROLS.items() if c != 0x0A}
+#: invisible format characters that join scripts and emoji, and pass as they are
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def printable(text: str) -> str:
     """`text` as one line any terminal can print: control characters, line breaks and bidirectional
-    overrides escaped, and a lone surrogate (an undecodable byte of a path on the command line) written
-    as an escape (`\\udcff`) instead of failing print(). Every name, path or manifest field pipeline
-    prints goes through this (a table's cells, a finding, a note)."""
+    overrides escaped, and every other invisible format character (Unicode's Cf: zero-width spaces, tag
+    characters that hide text, a byte-order mark; the two joiners scripts and emoji need excepted) and
+    lone surrogate (an undecodable byte of a path on the command line) written as an escape (`\\udcff`)
+    instead of hidden or failing print(). Every name, path or manifest field pipeline prints goes through
+    this (a table's cells, a finding, a note)."""
     text = str(text).translate(_CONTROLS)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    if text.isascii():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in ("Cf", "Cs", "Co") and c not in _JOINERS else c
+                   for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
 
 
 class UserError(Exception):

@@ -9,8 +9,8 @@ from pipeline.core.errors import printable
 
 def cell(value: object) -> str:
     """A cell as one line that cannot add a row or a column: control characters, line breaks and
-    bidirectional overrides escaped (errors.printable), and `|` written as markdown's `\\|`."""
-    return printable(str(value)).replace("|", "\\|")
+    bidirectional overrides escaped (errors.printable), a tab as `\\t`, and `|` written as markdown's `\\|`."""
+    return printable(str(value)).replace("|", "\\|").replace("\t", "\\t")
 
 
 def pipe_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
