@@ -195,18 +195,6 @@ def damaged(path: Path, exc: safeio.BadFile) -> DamagedRun:
     return DamagedRun(Finding(str(path), None, exc.rule, exc.message))
 
 
-def file_problem(path: Path, max_bytes: int = safeio.MAX_METRICS_BYTES) -> str | None:
-    """Why a file pipeline writes into a run folder cannot be read (its type or size), or None; a missing
-    file is no problem. Nothing is opened: cheap enough for every run `pipeline runs` lists."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        safeio.check_regular(path, "record", max_bytes, what=path.name, follow=False)
-    except safeio.BadFile as exc:
-        return exc.message
-    return None
-
-
 def parse_record(line: str) -> dict[str, Any] | None:
     """One line of metrics.jsonl as a record, or None where it is not one."""
     try:
@@ -347,40 +335,6 @@ def prepared_data(run: Run) -> Path | None:
         return Path(cfg["dataset_prepared_path"])
     except (safeio.BadFile, OSError, yaml.YAMLError, KeyError, TypeError):
         return None
-
-
-def adapter_problem(folder: Path) -> str | None:
-    """What is wrong with the adapter a run saved (missing, damaged, cut short, settings peft cannot use),
-    or None."""
-    config_file = folder / "adapter_config.json"
-    if not os.path.lexists(config_file):
-        return f"no adapter in {folder} (a full fine-tune has nothing to merge)"
-    try:
-        adapter_cfg = safeio.read_json(config_file, what="adapter_config.json", max_bytes=safeio.MiB, follow=False)
-    except safeio.BadFile as exc:
-        return f"{config_file}: {exc.message}"
-    if (why := safeio.adapter_config_problem(adapter_cfg)) is not None:
-        return f"{config_file}: {why}; train the run again, or restore the file"
-    for name in ("adapter_model.safetensors", "adapter_model.bin"):
-        weights = folder / name
-        if os.path.lexists(weights):
-            why = safeio.safetensors_problem(weights) if name.endswith(".safetensors") else \
-                safeio.torch_file_problem(weights)
-            if why is not None:
-                return f"the adapter is damaged: {why}; train the run again, or restore {weights}"
-            return None
-    return f"{folder} has adapter_config.json but no adapter weights"
-
-
-def merged_problem(run: Run) -> str | None:
-    """What is wrong with RUN/merged/ (cut short, a broken config.json, no weights), or None when it is
-    whole or absent: evaluate refuses a damaged one and `pipeline runs` never calls it verified."""
-    merged = run.path / "merged"
-    if not os.path.lexists(merged):
-        return None
-    if (why := safeio.merged_problem(merged)) is not None:
-        return f"{merged} is damaged: {why}; merge again with `pipeline merge --force {run.path}`"
-    return None
 
 
 def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: str, resolved_sha256: str,

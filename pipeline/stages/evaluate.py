@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import config, inference, provenance, runs, safeio, section, staging
+from pipeline.core import config, inference, provenance, run_outputs, runs, safeio, section, staging
 from pipeline.core.errors import ExitCode, UserError, printable
 from pipeline.core.proc import sigterm_as_interrupt
 from pipeline.core.section import GATES
@@ -183,11 +183,11 @@ def not_evaluable(run: runs.Run) -> str | None:
         return f"{run.name} is a {m.get('stage')} run; evaluate takes a training run"
     if m.get("status") != "succeeded":
         return f"{run.name} did not finish training (status {m.get('status')})"
-    if (why := runs.adapter_problem(run.output_dir)) is not None:
+    if (why := run_outputs.adapter_problem(run.output_dir)) is not None:
         return f"{run.name}: {why}"
-    if (why := runs.file_problem(run.metrics_path)) is not None:  # its loss curves are drawn from it
+    if (why := run_outputs.file_problem(run.metrics_path)) is not None:  # its loss curves are drawn from it
         return f"{run.name}: {why}"
-    return runs.merged_problem(run)
+    return run_outputs.merged_problem(run.path)
 
 
 def read_settings(run: runs.Run, manifest: dict[str, Any]) -> dict[str, Any]:

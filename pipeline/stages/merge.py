@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import inference, runs, safeio, staging
+from pipeline.core import inference, run_outputs, runs, safeio, staging
 from pipeline.core.errors import SIGNALLED, ExitCode, UserError, printable
 from pipeline.core.proc import sigterm_as_interrupt
 
@@ -162,7 +162,7 @@ def unmergeable(run: runs.Run) -> str | None:
     if m.get("status") != "succeeded":
         return (f"{run.name} did not finish training (status {m.get('status')}); "
                 f"`pipeline train --resume {run.path}` first")
-    if (why := runs.adapter_problem(run.output_dir)) is not None:
+    if (why := run_outputs.adapter_problem(run.output_dir)) is not None:
         return f"{run.name}: {why}"
     return None
 

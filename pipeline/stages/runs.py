@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import lock, runs, summary
+from pipeline.core import lock, run_outputs, runs, summary
 from pipeline.core.errors import printable
 from pipeline.core.proc import recorded_alive
 from pipeline.core.table import pipe_table
@@ -86,8 +86,8 @@ def _merged(run: runs.Run, merge: dict[str, Any]) -> str | None:
     """`verified` only for a merged/ folder the last merge verified and that is still whole; else `damaged`,
     or the last merge's status."""
     if (run.path / "merged").is_dir() and merge.get("status") == "verified":
-        return "verified" if runs.merged_problem(run) is None else "damaged"
-    if os.path.lexists(run.path / "merged") and runs.merged_problem(run) is not None:
+        return "verified" if run_outputs.merged_problem(run.path) is None else "damaged"
+    if os.path.lexists(run.path / "merged") and run_outputs.merged_problem(run.path) is not None:
         return "damaged"
     return status(merge) if merge else None
 

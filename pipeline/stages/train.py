@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -45,9 +44,15 @@ from pipeline import checks
 from pipeline.core import cache, config, lock, outcome, provenance, runs, safeio, summary
 from pipeline.core.errors import ExitCode, UserError, printable
 from pipeline.core.proc import recorded_alive, sigterm_as_interrupt
+from pipeline.core.run_outputs import (  # noqa: F401 - checkpoints, is_complete: train's API, read by the tests
+    checkpoint_step,
+    checkpoints,
+    discard_after,
+    is_complete,
+    last_complete_checkpoint,
+)
 
 STAGE = "train"
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 def main(config_path: str | None, *, resume: str | None, overrides: dict[str, Any], runs_dir: Path,
@@ -371,43 +376,6 @@ def check_config(run: runs.Run, manifest: dict[str, Any]) -> None:
         raise UserError.at(str(path), None, "resume-config-changed",
                            "the run's config.yaml is not the one it started with (its sha256 is in the manifest); "
                            "restore it, or start a new run with `pipeline train`")
-
-
-def checkpoint_step(path: Path | None) -> int:
-    if path is None:
-        return 0
-    suffix = path.name[len(CHECKPOINT_PREFIX):]
-    return int(suffix) if suffix.isdigit() else -1
-
-
-def is_complete(path: Path) -> bool:
-    """The trainer writes trainer_state.json last, after weights, optimizer, scheduler and RNG state: a
-    checkpoint is complete when that names its step and every file beside it is whole (safeio)."""
-    return safeio.checkpoint_problem(path, checkpoint_step(path)) is None
-
-
-def checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and checkpoint_step(p) >= 0]
-    return sorted(found, key=checkpoint_step)
-
-
-def last_complete_checkpoint(output_dir: Path, say: bool = False) -> Path | None:
-    """The newest complete checkpoint; with `say`, each newer one skipped is named with its reason."""
-    for path in reversed(checkpoints(output_dir)):
-        why = safeio.checkpoint_problem(path, checkpoint_step(path))
-        if why is None:
-            return path
-        if say:
-            print(printable(f"note: skipping {path.name}: {why}"), file=sys.stderr)
-    return None
-
-
-def discard_after(output_dir: Path, step: int) -> list[Path]:
-    """Delete checkpoints newer than `step` (they are incomplete, or the trainer would have chosen them)."""
-    gone = [p for p in checkpoints(output_dir) if checkpoint_step(p) > step]
-    for p in gone:
-        shutil.rmtree(p)
-    return gone
 
 
 def rewind_metrics(run: runs.Run, step: int) -> Path | None:

@@ -99,7 +99,7 @@ def replace(path: Path, kind: str) -> None:
     elif kind == "dir":
         path.mkdir()
     elif kind == "link":
-        path.symlink_to(ROOT / "README.md")
+        path.symlink_to(path.parent / "output" / "adapter_config.json")
 
 
 class Reached(Exception):
