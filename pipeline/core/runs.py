@@ -165,8 +165,10 @@ class Run:
             reserve.unlink()
             write_json(path, obj)
 
-    def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.metrics_path)
+    def metrics(self, strict: bool = True) -> list[dict[str, Any]]:
+        """metrics.jsonl's records. Not a regular file (DamagedRun): raised, or with `strict=False` (a run
+        that just ended must still record how) a warning and no records."""
+        return read_jsonl(self.metrics_path, strict)
 
     def take_lock(self) -> None:
         """Hold the folder's lock for the rest of this command (UserError run-locked if another holds it)."""
@@ -174,7 +176,7 @@ class Run:
             self.lock = lock.acquire(self.path)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, strict: bool = True) -> list[dict[str, Any]]:
     """The metrics recorder's records in a JSONL file; a line that is not one (a last line cut short by a
     crash, a damaged or edited one, bytes that are not UTF-8: see summary.well_formed) is skipped, not
     fatal. The file is read through the bounded reader: one that is not a regular file (a FIFO, a
@@ -183,7 +185,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [record for line in safeio.records(path, "metrics", what=path.name)
                 if (record := parse_record(line)) is not None]
     except safeio.BadFile as exc:
-        raise damaged(path, exc) from None
+        if strict:
+            raise damaged(path, exc) from None
+        print(f"warning: {damaged(path, exc).findings[0]}; its records are not read", file=sys.stderr)
+        return []
 
 
 class DamagedRun(UserError):

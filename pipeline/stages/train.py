@@ -132,7 +132,7 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
         progress.stop()
     runtime = time.perf_counter() - started
 
-    records = run.metrics()
+    records = run.metrics(strict=False)
     s = summarize(run)
     ended = outcome.judge(run, code, records, stage=STAGE, subject=run.path, planned=s.get("max_steps"),
                           reached=finished_at(records), hashes=manifest.get("data") or {},
@@ -181,9 +181,9 @@ def finished_at(records: list[dict[str, Any]]) -> bool:
 
 def summarize(run: runs.Run) -> dict[str, Any]:
     """The core summary, with memory peaks over every attempt (each process has its own peak)."""
-    records = run.metrics()
+    records = run.metrics(strict=False)
     s = summary.summarize(records)
-    earlier = [r for p in sorted(run.path.glob("metrics.attempt-*.jsonl")) for r in runs.read_jsonl(p)]
+    earlier = [r for p in sorted(run.path.glob("metrics.attempt-*.jsonl")) for r in runs.read_jsonl(p, strict=False)]
     for key in ("peak_rss_gib", "peak_vram_allocated_gib", "peak_vram_reserved_gib"):
         values = [r.get(key) or 0.0 for r in [*records, *earlier] if r.get("kind") in ("train", "end")]
         if values:

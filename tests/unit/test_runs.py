@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -94,3 +95,19 @@ def test_a_run_folder_that_cannot_be_set_up_is_removed(tmp_path):
         raise OSError(28, "No space left on device")
     assert exc.value.findings[0].rule == "runs-unwritable" and "No space left" in str(exc.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "zero"])
+def test_metrics_that_are_not_a_file_are_one_line_or_skipped_for_a_run_that_just_ended(tmp_path, kind, capsys):
+    run = runs.Run(tmp_path)
+    if kind == "fifo":
+        os.mkfifo(run.metrics_path)
+    elif kind == "dir":
+        run.metrics_path.mkdir()
+    else:
+        run.metrics_path.symlink_to("/dev/zero")
+    with pytest.raises(runs.DamagedRun) as exc:
+        run.metrics()
+    assert exc.value.findings[0].rule == "metrics-not-file"
+    assert run.metrics(strict=False) == []  # the run that just ended still records how
+    assert "metrics-not-file" in capsys.readouterr().err
