@@ -109,8 +109,8 @@ class Reached(Exception):
 @pytest.fixture
 def stand_ins(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """axolotl's launch, evaluate's model loads and train's attempt replaced; what each was given is kept."""
-    from pipeline import evaluate, train
     from pipeline.core import engine
+    from pipeline.stages import evaluate, train
 
     seen: dict[str, Any] = {}
 
