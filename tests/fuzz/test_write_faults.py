@@ -240,7 +240,7 @@ def test_a_merge_that_meets_a_full_disk_is_one_line_and_leaves_no_merged_folder(
     def axolotl_merge(cmd: list[str], *args: Any, **kwargs: Any) -> int:
         out = Path(next(a for a in cmd if a.startswith("--output_dir=")).split("=", 1)[1]) / "merged"
         out.mkdir(parents=True)
-        (out / "config.json").write_text("{}")
+        (out / "config.json").write_text(json.dumps({"model_type": "llama"}))  # whole, as merge checks
         (out / "model.safetensors").write_bytes(fuzzkit.safetensors(fuzzkit.WEIGHTS))
         return 0
 
