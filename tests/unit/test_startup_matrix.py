@@ -129,7 +129,9 @@ def test_a_measured_crash_is_an_error_naming_the_setting_and_its_set(measured, c
     err = [ln for ln in capsys.readouterr().out.splitlines() if ": compat-crashes: " in ln]
     assert code == 2 and len(err) == 1
     line = err[0]
-    assert line.startswith(f"{LORA}:4: compat-crashes: phi-3.5-mini with lora")
+    base_model_line = 1 + LORA.read_text().splitlines().index(next(
+        ln for ln in LORA.read_text().splitlines() if ln.startswith("base_model:")))
+    assert line.startswith(f"{LORA}:{base_model_line}: compat-crashes: phi-3.5-mini with lora")
     assert "Original QKV code not found" in line and "lora_qkv_kernel: false" in line
     fix = line.split("(--set ", 1)[1].split(")", 1)[0]
     sets = ("--set " + fix).split()[1::2]
