@@ -47,6 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PIPELINE_IMAGE_BUILD_STATUS"):
+        # .ci/run builds the image beside the tests: the container tests, which wait for it, go last
+        items.sort(key=lambda item: item.get_closest_marker("docker") is not None)
     n = cuda_devices()
     for item in items:
         if "gpu" in item.keywords and n < 1:
