@@ -65,15 +65,16 @@ def test_never_collected():
 '''
 
 
-def run(folder: Path, ci: str | None, source: str = TESTS) -> subprocess.CompletedProcess[str]:
+def run(folder: Path, ci: str | None, source: str = TESTS, **env: str) -> subprocess.CompletedProcess[str]:
     (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: a\n    multi_gpu: b\n")
     (folder / "test_generated.py").write_text(source)
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
-    env.update(PYTHONPATH=str(ROOT / "tests"), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    drop = ("CI", "PIPELINE_SKIPS_FAIL", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")
+    full = {k: v for k, v in os.environ.items() if k not in drop}
+    full.update(PYTHONPATH=str(ROOT / "tests"), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", **env)
     if ci is not None:
-        env["CI"] = ci
+        full["CI"] = ci
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "ci_skips", "-p", "no:cacheprovider", "-rA",
-                           "-v", "test_generated.py"], cwd=folder, env=env, capture_output=True, text=True,
+                           "-v", "test_generated.py"], cwd=folder, env=full, capture_output=True, text=True,
                           timeout=120)
 
 
@@ -110,6 +111,13 @@ def test_outside_ci_a_skip_is_a_skip(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert set(outcomes(proc).values()) == {"SKIPPED", "XFAIL", "PASSED"}, proc.stdout
         assert "skipped in CI" not in proc.stdout
+
+
+def test_pipeline_skips_fail_overrides_ci(tmp_path):
+    kept = run(tmp_path, "true", PIPELINE_SKIPS_FAIL="0")
+    assert kept.returncode == 0 and "skipped in CI" not in kept.stdout, kept.stdout + kept.stderr
+    failed = run(tmp_path, None, PIPELINE_SKIPS_FAIL="1")
+    assert failed.returncode == 1 and outcomes(failed)["test_needs_a_tool"] == "FAILED", failed.stdout
 
 
 def test_in_ci_a_module_skipped_while_collected_fails(tmp_path):
