@@ -136,26 +136,27 @@ def eval_(session: nox.Session) -> None:
     pipeline(session, "evaluate", *session.posargs)
 
 
-def build_image(session: nox.Session, env: dict[str, str]) -> None:
-    session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "-r", str(LOCK), "-d", "wheelhouse",
-                env=env, external=True)
-    session.run(str(BIN / "python"), "-m", "pip", "download", "-q", "--no-deps", "--require-hashes", "-r",
-                str(ROOT / "models.lock"), "-d", "wheelhouse", env=env, external=True)
+def build_image(session: nox.Session) -> None:
+    # nox's own interpreter downloads: the image needs no locked environment here (CI builds both at once)
+    session.run(sys.executable, "-m", "pip", "download", "-q", "-r", str(LOCK), "-d", "wheelhouse", external=True)
+    session.run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--require-hashes", "-r",
+                str(ROOT / "models.lock"), "-d", "wheelhouse", external=True)
     session.run("docker", "build", "-f", "docker/Dockerfile", "--build-arg", "BASE_IMAGE=local/debian:bookworm",
                 "--build-arg", "WHEELHOUSE=wheelhouse", "-t", "finetune-pipeline:cpu", ".", external=True)
 
 
 @nox.session
 def image(session: nox.Session) -> None:
-    """Build the CPU image offline (local Debian base, wheelhouse of the lock); `nox -s tests` then runs it."""
-    build_image(session, locked(session))
+    """Build the CPU image offline (local Debian base, wheelhouse of the lock); `nox -s tests` then runs it.
+    Needs no locked environment, so it can run beside `nox -s env`."""
+    build_image(session)
 
 
 @nox.session
 def container(session: nox.Session) -> None:
     """Build the CPU image offline (local Debian base, wheelhouse of the lock) and run the docker tests."""
     env = locked(session)
-    build_image(session, env)
+    build_image(session)
     session.run(str(BIN / "python"), "-m", "pytest", "-m", "docker", "-p", "no:xdist", *session.posargs,
                 env={**env, "PIPELINE_IMAGE": "finetune-pipeline:cpu", "PIPELINE_DOCKER_REQUIRED": "1"},
                 external=True)

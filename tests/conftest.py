@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py, importable as `support`
 
+import ci_skips  # noqa: E402
 from support import IN_PROCESS, ROOT, TINY, copy_run, run_here, wait_until  # noqa: E402
 
 # One model cache for the whole test session (and all xdist workers): building is atomic, so workers that
@@ -33,9 +34,12 @@ def cuda_devices() -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under xdist every core has a worker already: torch's own work in a worker (tiny models, evaluate in
-    this process) gets one thread, so it does not spin on a core another worker's child is using. The
-    pipeline and axolotl processes the tests start keep torch's default."""
+    """In CI a skip fails (tests/ci_skips.py), the GPU tests' excepted. Under xdist every core has a worker
+    already: torch's own work in a worker (tiny models, evaluate in this process) gets one thread, so it does
+    not spin on a core another worker's child is using. The pipeline and axolotl processes the tests start
+    keep torch's default."""
+    if not config.pluginmanager.is_registered(ci_skips):
+        config.pluginmanager.register(ci_skips, "ci_skips")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
@@ -43,6 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PIPELINE_IMAGE_BUILD_STATUS"):
+        # .ci/run builds the image beside the tests: the container tests, which wait for it, go last
+        items.sort(key=lambda item: item.get_closest_marker("docker") is not None)
     n = cuda_devices()
     for item in items:
         if "gpu" in item.keywords and n < 1:

