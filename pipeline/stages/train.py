@@ -42,6 +42,7 @@ from typing import Any, TextIO
 
 from pipeline import checks
 from pipeline.core import config, lock, outcome, provenance, runs, safeio, summary
+from pipeline.core import nodes as several
 from pipeline.core.errors import ExitCode, UserError
 from pipeline.core.proc import recorded_alive, sigterm_as_interrupt
 
@@ -50,7 +51,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 
 
 def main(config_path: str | None, *, resume: str | None, overrides: dict[str, Any], runs_dir: Path,
-         gpus: int | None = None) -> int:
+         gpus: int | None = None, nodes: several.Topology | None = None) -> int:
     """Train CONFIG in a new run folder, or (with `resume`) continue an unfinished run.
 
     config_path: the axolotl YAML (required unless resuming)
@@ -58,14 +59,15 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     overrides: `--set` values, applied to this run's resolved config only (not allowed with resume)
     runs_dir: where run folders are
     gpus: processes, one per GPU, through axolotl's torchrun launcher (default 1; resumed: as before)
+    nodes: this node's place in a run over several nodes (pipeline.core.nodes), None for one node
     """
     if resume is not None:
         if overrides:
             raise UserError.at("<command line>", None, "resume-overrides",
                                "--set cannot be combined with --resume: a run continues with its own "
                                "config.yaml; start a new run to change settings")
-        run = find_resumable(runs_dir, resume, config_path)
-        return resume_run(run, gpus=gpus)
+        run = find_resumable(runs_dir, several.resume_ref(runs_dir, resume, nodes), config_path)
+        return resume_run(run, gpus=gpus, nodes=nodes)
 
     assert config_path is not None
     gpus = gpus or 1
@@ -73,10 +75,11 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     from pipeline.checks import compute_plan
     from pipeline.core import run_start
 
+    resolved.axolotl.update(several.cpu_settings(nodes, gpus))
     resolved, chosen = compute_plan.plan(resolved, reach)
     run = run_start.start_run(STAGE, resolved, runs_dir, compute=chosen, world_size=gpus, attempts=[])
     print(f"==> train: {cfg.path} -> {run.path}", file=sys.stderr)
-    return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
+    return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None, nodes=nodes)
 
 
 def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig, Any]:
@@ -90,12 +93,13 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
 
 # --- one attempt: launch axolotl, watch it, record how it ended -------------------------------------------
 
-def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None) -> int:
+def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None, nodes: several.Topology | None = None) -> int:
     """Run axolotl once on the run's config.yaml (from `checkpoint` if given); finish the manifest."""
     from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
 
     run.take_lock()
     assert run.lock is not None
+    checkpoint = several.join(run, nodes, gpus=gpus, checkpoint=checkpoint)  # every node the same, or none
     manifest = run.manifest()
     attempts = list(manifest.get("attempts") or [])
     this: dict[str, Any] = {
@@ -112,18 +116,19 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     # SIGTERM outside axolotl's run (loading, recording) ends the attempt like Ctrl-C: recorded, exit 130
     sigterm_as_interrupt()
     args = [f"--resume-from-checkpoint={checkpoint}"] if checkpoint else []
-    cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args)
+    cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args, nodes=nodes)
     progress = Progress(run.metrics_path, sys.stderr)
     progress.start()
     started = time.perf_counter()
     try:
-        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus), run.path / "axolotl.log",
-                          pass_fds=(run.lock.fd,))
+        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus, extra=several.environment(
+            nodes, gpus)), run.path / "axolotl.log", pass_fds=(run.lock.fd,))
     except KeyboardInterrupt:  # a second Ctrl-C while axolotl was already stopping
         code = 130
     finally:
         progress.stop()
     runtime = time.perf_counter() - started
+    several.say_lost(run, code, nodes)
 
     records = run.metrics()
     s = summarize(run)
@@ -297,9 +302,10 @@ def is_alive(manifest: dict[str, Any]) -> bool:
             and recorded_alive(manifest) is True)
 
 
-def resume_run(run: runs.Run, *, gpus: int | None) -> int:
+def resume_run(run: runs.Run, *, gpus: int | None, nodes: several.Topology | None = None) -> int:
     run.take_lock()  # from here on no other command writes this folder
     m = run.manifest()
+    several.check_resume(run, m, nodes)
     if m.get("status") == "succeeded":  # it may have finished while we waited to look
         raise UserError.at(str(run.path), None, "resume-finished", f"{run.name} finished already; nothing to resume")
     if changed := provenance.changed_data(m.get("data") or {}):
@@ -334,8 +340,8 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
         run.update_manifest(resumes=resumes)
     except OSError as exc:
         raise runs.unwritable(run.path, exc) from None
-    return attempt(run, gpus=gpus or int(m.get("world_size") or 1), offline=bool(m.get("offline", True)),
-                   checkpoint=checkpoint)
+    return attempt(run, gpus=gpus or several.gpus_per_node(m), offline=bool(m.get("offline", True)),
+                   checkpoint=checkpoint, nodes=nodes)
 
 
 def checkpoint_step(path: Path | None) -> int:
