@@ -22,7 +22,8 @@ from pipeline import cli
 pytestmark = pytest.mark.multi_gpu
 
 LORA = "configs/lora_style_transfer.yaml"
-SHAPE_8B = ["--set", "base_model=pipeline://random/llama-3.1-8b"]
+#: the 8B shape, computed as written: the run and the check's estimate judge the same settings
+SHAPE_8B = ["--set", "base_model=pipeline://random/llama-3.1-8b", "--set", "pipeline.compute=as_written"]
 #: axolotl's FSDP2 on every Llama decoder layer; sequential sampling so one GPU and two see the same rows
 FSDP = ["--set", "fsdp_version=2", "--set",
         "fsdp_config={auto_wrap_policy: TRANSFORMER_BASED_WRAP, transformer_layer_cls_to_wrap: LlamaDecoderLayer, "
