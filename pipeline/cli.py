@@ -6,7 +6,8 @@ Exit codes mean the same in every command:
   2  bad input (config, data, arguments), a runs folder that cannot be written, or a run another command
      is writing: one line per problem, nothing written
   3  axolotl or another child process failed, the disk filled during a run, or a run stopped short of its
-     steps (its log is in the run folder)
+     steps (its log is in the run folder); in a run over several nodes, also a node that never joined
+     (node-missing) or stopped during training (node-lost)
   130  interrupted (Ctrl-C or SIGTERM); the run folder is kept, `pipeline train --resume` continues
 What holds when something goes wrong: docs/reliability.md.
 """
@@ -27,6 +28,7 @@ from pipeline.commands._shared import (
     default_train_config,
 )
 from pipeline.core import terminal
+from pipeline.core.agreement import NodeLost
 from pipeline.core.errors import ExitCode, Finding, UserError, WriteRefused
 
 #: smoke's and train's defaults live in pipeline/commands/_shared.py; they stay importable from here
@@ -93,7 +95,7 @@ def _command(argv: list[str] | None) -> int:
         for finding in exc.findings:
             print(finding, file=sys.stderr)
         return int(ExitCode.USAGE)
-    except WriteRefused as exc:
+    except (WriteRefused, NodeLost) as exc:  # a disk that refused, a node that never joined: exit 3
         print(exc.finding, file=sys.stderr)
         return int(ExitCode.ENGINE)
     except KeyboardInterrupt:

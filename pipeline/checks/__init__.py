@@ -33,12 +33,13 @@ if TYPE_CHECKING:
 
 def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | None = None, device: str = "auto",
         gpu: str | None = None, gpu_mem_gib: float | None = None, remember: Path | None = None,
-        for_run: bool = False) -> Any:
+        for_run: bool = False, gpus: int = 1, nnodes: int = 1) -> Any:
     """Check one config after `overrides`; return its Report (findings and facts).
 
     path: the config file (or one already loaded)
     overrides: `--set` values, applied before anything is checked
     device, gpu, gpu_mem_gib: the target (see `target.target_for`)
+    gpus, nnodes: GPUs per node and nodes of the run (axolotl's multi-GPU validation, FSDP's sharding)
     remember: a folder of remembered results; a hit returns the findings without facts
     for_run: the run happens here, next (smoke, train): what this machine lacks stops it
       (`registry.STOPS_A_RUN`), and a model it cannot load is the one line returned, in seconds
@@ -63,7 +64,7 @@ def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | N
         return Report(str(loaded.path), found, {})  # nothing can start: the rest would only delay saying so
     found += loading.remote_code(loaded, cfg)
 
-    target = target_for(loaded, device, gpu, gpu_mem_gib)
+    target = replace(target_for(loaded, device, gpu, gpu_mem_gib), gpus=gpus, nnodes=nnodes)
     key = remembered.key(loaded, loaded.overrides, target.as_dict()) if remember is not None else None
     if key is not None and remember is not None and (hit := remembered.recall(remember, key)) is not None:
         schedule = remembered.recall_schedule(remember, key)  # what a run's computation plan reads

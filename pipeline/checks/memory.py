@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.checks import estimate
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.checks import estimate, sharding
 from pipeline.checks.context import Context, as_int
+from pipeline.checks.shapes import Shape
 
 
 def tokens_per_micro_batch(ctx: Context) -> int:
@@ -18,11 +22,13 @@ def tokens_per_micro_batch(ctx: Context) -> int:
 
 def estimates(ctx: Context) -> dict[str, estimate.Estimate]:
     """LoRA, QLoRA and a full fine-tune of the config's model, batch and settings (the config's own is
-    `ctx.adapter`, or "full" without an adapter)."""
+    `ctx.adapter`, or "full" without an adapter): per rank where the config shards with FSDP over the
+    target's ranks (pipeline.checks.sharding), else on one GPU."""
     if ctx.shape is None:
         return {}
     tokens = tokens_per_micro_batch(ctx)
-    return {a: estimate.peak_vram(ctx.shape, ctx.cfg, a, tokens) for a in ("lora", "qlora", "full")}
+    ranks = ctx.target.ranks if sharding.fsdp_of(ctx.cfg) is not None else 1
+    return {a: sharding.per_rank(ctx.shape, ctx.cfg, a, tokens, ranks) for a in ("lora", "qlora", "full")}
 
 
 #: how far a measured peak may lie above the estimate, as a fraction of it: the bound
@@ -51,6 +57,9 @@ def recommendation(ctx: Context, card_gib: float) -> str:
     est = estimates(ctx)
     if not est:
         return "no estimate (architecture unknown)"
+    if ctx.target.ranks > 1 and ctx.shape is not None:  # several ranks: one card, or sharded, or neither
+        return sharded_advice(ctx.shape, ctx.cfg, ctx.adapter or "full", tokens_per_micro_batch(ctx),
+                               ctx.target.ranks, card_gib)
     card = f"a {card_gib:g} GiB card"
     lora, qlora, full = (est[a].needs_gib for a in ("lora", "qlora", "full"))
     if ctx.adapter is None:
@@ -76,3 +85,18 @@ def recommendation(ctx: Context, card_gib: float) -> str:
                       "logits")
     return (f"none fits {card} (full fine-tune ~{full:.1f}, LoRA ~{lora:.1f}, QLoRA ~{qlora:.1f} GiB): "
             + ", or ".join(levers))
+
+
+def sharded_advice(s: Shape, cfg: Mapping[str, Any], adapter: str, tokens: int, ranks: int, card_gib: float) -> str:
+    """Whether `adapter` fits one card, fits only sharded over `ranks` ranks, or fits neither (one sentence)."""
+    one, sharded = estimate.peak_vram(s, cfg, adapter, tokens), sharding.per_rank(s, cfg, adapter, tokens, ranks)
+    what = {"lora": "LoRA", "qlora": "QLoRA", "full": "a full fine-tune"}[adapter]
+    if fits(one, card_gib):
+        return f"{what} fits one {card_gib:g} GiB card (~{one.needs_gib:.1f} GiB): FSDP is not needed for memory"
+    if fits(sharded, card_gib):
+        how = "" if sharding.fsdp_of(cfg) is not None else "; set fsdp_version: 2 and an fsdp_config to shard it"
+        return (f"{what} fits no single {card_gib:g} GiB card (~{one.needs_gib:.1f} GiB) but fits sharded over "
+                f"{ranks} ranks (~{sharded.needs_gib:.1f} GiB per rank){how}")
+    return (f"{what} fits neither one {card_gib:g} GiB card (~{one.needs_gib:.1f} GiB) nor sharded over {ranks} ranks "
+            f"(~{sharded.needs_gib:.1f} GiB per rank): add ranks, or use QLoRA, a shorter sequence_len or a "
+            f"smaller micro_batch_size")

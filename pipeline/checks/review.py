@@ -16,6 +16,7 @@ from pipeline.checks.registry import CHECKS
 from pipeline.checks.registry import severity as severity_of
 from pipeline.checks.schedule import schedule
 from pipeline.checks.schema import axolotl_validation, drop_covered, unknown_keys
+from pipeline.checks.sharding import fsdp_of
 from pipeline.checks.target import Target, target_for
 from pipeline.core.config import PIPELINE_KEY, LoadedConfig
 from pipeline.core.errors import Finding
@@ -127,6 +128,8 @@ def _model_facts(ctx: Context) -> dict[str, Any]:
                                       "modules_to_save": t.saved,
                                       "trainable_percent": round(100 * count / ctx.shape.total_params, 3)}}
     out["memory"] = {a: e.as_dict() for a, e in estimates(ctx).items()}
+    if ctx.target.ranks > 1 and fsdp_of(ctx.cfg) is not None:
+        out["memory"]["per"] = f"per rank, FSDP over {ctx.target.ranks} ranks"
     if ctx.target.memory_gib:
         out["memory"]["gpu_mem_gib"] = ctx.target.memory_gib
         out["memory"]["recommendation"] = recommendation(ctx, ctx.target.memory_gib)

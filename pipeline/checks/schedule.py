@@ -14,7 +14,7 @@ def schedule(ctx: Context) -> Schedule:
     ga = as_int(ctx.get("gradient_accumulation_steps", 1), 1)
     epochs = as_float(ctx.get("num_epochs", 1), 1.0)
     seq = as_int(ctx.get("sequence_len", 2048), 2048)
-    s = Schedule(batch=max(mbs, 1) * max(ga, 1))
+    s = Schedule(batch=max(mbs, 1) * max(ga, 1) * ctx.target.ranks)  # every rank takes its own micro-batches
     train = [d for d in ctx.sets if d.key == "datasets"]
     local = [e for e in (ctx.cfg.get("datasets") or []) if isinstance(e, dict)]
     if ctx.get("val_set_size"):

@@ -190,7 +190,8 @@ def _capabilities(target: Target) -> tuple[dict[str, Any], dict[str, Any]] | Non
     if target.capability is None:
         return None
     cc = target.capability
-    return {"bf16": cc >= (8, 0), "fp8": cc >= (9, 0), "tf32": cc >= (8, 0), "n_gpu": 1,
+    # n_gpu: the GPUs of one node, as axolotl counts them there (its multi-GPU validators read it)
+    return {"bf16": cc >= (8, 0), "fp8": cc >= (9, 0), "tf32": cc >= (8, 0), "n_gpu": target.gpus,
             "compute_capability": f"sm_{cc[0]}{cc[1]}"}, env
 
 

@@ -24,6 +24,13 @@ class Target:
     capability: tuple[int, int] | None = None
     memory_gib: float | None = None
     why: str = ""
+    #: processes (GPUs) per node and nodes: the ranks FSDP shards over (pipeline check --gpus --nnodes)
+    gpus: int = 1
+    nnodes: int = 1
+
+    @property
+    def ranks(self) -> int:
+        return max(1, self.gpus) * max(1, self.nnodes)
 
     @property
     def bf16(self) -> bool | None:
@@ -37,11 +44,13 @@ class Target:
             card += f" (sm_{self.capability[0]}{self.capability[1]})"
         if self.memory_gib:
             card += f", {self.memory_gib:g} GiB"
+        if self.ranks > 1:
+            card = f"{self.nnodes} x {self.gpus} x " + card if self.nnodes > 1 else f"{self.gpus} x " + card
         return f"{card} ({self.why})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"device": self.device, "gpu": self.gpu, "compute_capability": self.capability,
-                "memory_gib": self.memory_gib, "why": self.why}
+                "memory_gib": self.memory_gib, "why": self.why, "gpus": self.gpus, "nnodes": self.nnodes}
 
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -79,3 +80,44 @@ def add_overrides(parser: argparse.ArgumentParser, *, lasting: Literal["run", "c
 def add_runs_dir(parser: argparse.ArgumentParser, *, folders: Literal["creates", "reads"]) -> None:
     """`--runs-dir`, into `args.runs_dir` (None: `core.runs.runs_root` picks $PIPELINE_RUNS_DIR or ./runs)."""
     parser.add_argument("--runs-dir", type=Path, default=None, help=RUNS_DIR_HELP[folders])
+
+
+def add_nodes(parser: argparse.ArgumentParser) -> None:
+    """torchrun's own flags for a run over several nodes (pipeline.core.topology reads them, else the env)."""
+    group = parser.add_argument_group("several nodes (torchrun's flags; default: torchrun's or SLURM's environment)")
+    group.add_argument("--nnodes", type=int, default=None, metavar="N",
+                       help="nodes in the run (default: $PET_NNODES, else $SLURM_NNODES, else 1)")
+    group.add_argument("--node-rank", type=int, default=None, metavar="R",
+                       help="this node's rank, 0..N-1; node 0 keeps the run's record (default: $PET_NODE_RANK, "
+                            "else $SLURM_NODEID)")
+    group.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                       help="node 0's host and a free port (default: $PET_RDZV_ENDPOINT, else "
+                            "$MASTER_ADDR:$MASTER_PORT, else the first host of $SLURM_JOB_NODELIST:29500)")
+    group.add_argument("--rdzv-id", default=None, metavar="ID",
+                       help="the run's rendezvous id, the same on every node (default: $PET_RDZV_ID, else "
+                            "$SLURM_JOB_ID, else derived from the endpoint)")
+
+
+def topology(args: argparse.Namespace):  # noqa: ANN201 - a Topology or None (imported lazily)
+    """The node topology `add_nodes`' flags and the environment give (None: one node)."""
+    from pipeline.core import topology as nodes
+
+    return nodes.resolve(args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id)
+
+
+@contextmanager
+def telling_the_nodes(nodes: object) -> Iterator[None]:
+    """A node that stops before it met the others (its checks refused the config, a bad flag) tells them, so
+    they end at once with its reason rather than at the join timeout (pipeline.core.agreement.tell_others)."""
+    try:
+        yield
+    except BaseException as exc:
+        from pipeline.core import agreement
+
+        if nodes is not None and not isinstance(exc, agreement.NodeLost):  # a lost node: nobody left to tell
+            from pipeline.core.errors import UserError
+
+            why = str(exc.findings[0]) if isinstance(exc, UserError) and exc.findings else (
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            agreement.tell_others(nodes, why)  # type: ignore[arg-type]
+        raise

@@ -32,6 +32,10 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where the run happens (auto: pipeline://tiny-llama without CUDA here is a CPU run, "
                         "any other model a GPU run)")
+    p.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="GPUs per node of the run: axolotl's multi-GPU validation, and with FSDP the peak per rank")
+    p.add_argument("--nnodes", type=int, default=1, metavar="M",
+                   help="nodes of the run: with FSDP the weights shard over --gpus x --nnodes ranks")
     add_overrides(p, lasting="check")
     p.set_defaults(func=run)
     return p
@@ -42,4 +46,5 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.stages import check as stage
 
     return stage.main(args.configs, output=args.format, strict=args.strict, gpu_mem=args.gpu_mem, gpu=args.gpu,
-                      device=args.device, overrides=config.parse_overrides(args.overrides))
+                      device=args.device, overrides=config.parse_overrides(args.overrides), gpus=args.gpus,
+                      nnodes=args.nnodes)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.commands._shared import Subparsers, add_command, add_overrides, add_runs_dir, default_configs
+from pipeline.commands._shared import (
+    Subparsers,
+    add_command,
+    add_nodes,
+    add_overrides,
+    add_runs_dir,
+    default_configs,
+    telling_the_nodes,
+    topology,
+)
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -34,6 +43,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                         "device time) and RUN/profile.json (time by group: matmul, attention, ...)")
     add_overrides(p, lasting="run")
     add_runs_dir(p, folders="creates")
+    add_nodes(p)
     p.set_defaults(func=run, check_gpus=True)
     return p
 
@@ -42,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.core import config, runs
     from pipeline.stages import smoke as stage
 
-    return stage.main(args.configs or default_configs(), max_steps=args.max_steps,
-                      overrides=config.parse_overrides(args.overrides), runs_dir=runs.runs_root(args.runs_dir),
-                      json_path=args.json, gpus=args.gpus, profile_step=args.profile_step)
+    nodes = topology(args)
+    with telling_the_nodes(nodes):
+        return stage.main(args.configs or default_configs(), max_steps=args.max_steps,
+                          overrides=config.parse_overrides(args.overrides), runs_dir=runs.runs_root(args.runs_dir),
+                          json_path=args.json, gpus=args.gpus, profile_step=args.profile_step, nodes=nodes)

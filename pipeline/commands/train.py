@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._shared import Subparsers, add_command, add_overrides, add_runs_dir, default_train_config
+from pipeline.commands._shared import (
+    Subparsers,
+    add_command,
+    add_nodes,
+    add_overrides,
+    add_runs_dir,
+    default_train_config,
+    telling_the_nodes,
+    topology,
+)
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -31,6 +40,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="GPUs, through axolotl's torchrun launcher (default 1; a resumed run: as before)")
     add_overrides(p, lasting="run")
     add_runs_dir(p, folders="creates")
+    add_nodes(p)
     p.set_defaults(func=run, check_gpus=True)
     return p
 
@@ -40,5 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.stages import train as stage
 
     cfg = args.config if args.config or args.resume is not None else default_train_config()
-    return stage.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),
-                      runs_dir=runs.runs_root(args.runs_dir), gpus=args.gpus)
+    nodes = topology(args)
+    with telling_the_nodes(nodes):
+        return stage.main(cfg, resume=args.resume, overrides=config.parse_overrides(args.overrides),
+                          runs_dir=runs.runs_root(args.runs_dir), gpus=args.gpus, nodes=nodes)

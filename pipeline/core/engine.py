@@ -74,18 +74,21 @@ def check_gpus(gpus: int | None) -> None:
 
 
 def command(subcommand: str, config: Path, *, gpus: int = 1, launcher: str = "torchrun",
-            args: list[str] | None = None) -> list[str]:
-    """The axolotl command line for `train`, `merge_lora`, ... on one process or several GPUs.
+            args: list[str] | None = None, nodes: Any = None) -> list[str]:
+    """The axolotl command line for `train`, `merge_lora`, ... on one process, several GPUs or several nodes.
 
     Several GPUs go through axolotl's own CLI and its torchrun launcher by default: torchrun needs no
     accelerate config file, and DDP, FSDP or DeepSpeed then follow from the YAML (`fsdp_config`,
-    `deepspeed`), as they would for a user running `axolotl train --launcher torchrun` by hand.
+    `deepspeed`), as they would for a user running `axolotl train --launcher torchrun` by hand. Several
+    nodes (`nodes`, a pipeline.core.topology.Topology) add torchrun's rendezvous arguments, one process or more.
     """
     args = list(args or [])
-    if gpus <= 1:  # axolotl's CLI module, run by pipeline.in_axolotl.entry: the same entry, a faster exit
+    if gpus <= 1 and nodes is None:  # axolotl's CLI module, run by pipeline.in_axolotl.entry: a faster exit
         return [sys.executable, "-m", ENTRY, f"axolotl.cli.{subcommand}", str(config), *args]
     cli = subcommand.replace("_", "-")
     launcher_args = ["--num_processes", str(gpus)] if launcher == "accelerate" else [f"--nproc_per_node={gpus}"]
+    if nodes is not None:
+        launcher, launcher_args = "torchrun", nodes.launcher_args(gpus)
     return [sys.executable, "-m", "axolotl.cli.main", cli, str(config), "--launcher", launcher,
             *args, "--", *launcher_args]
 

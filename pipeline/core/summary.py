@@ -58,6 +58,7 @@ def summarize(records: Sequence[dict[str, Any]], *, warmup_steps: int = 1) -> di
         "peak_vram_reserved_gib": max((r.get("peak_vram_reserved_gib") or 0.0 for r in peaks_from), default=None),
         "peak_rss_gib": max((r.get("peak_rss_gib") or 0.0 for r in peaks_from), default=None),
         "per_rank_peak_vram_gib": {str(r.get("rank", 0)): r.get("peak_vram_allocated_gib") for r in ends},
+        "per_rank_peak_rss_gib": {str(r.get("rank", 0)): r.get("peak_rss_gib") for r in ends},
         "train_runtime_s": summary.get("train_runtime"),
         "throughput_tok_s": None,
         "trainable_tok_s": None,
@@ -93,6 +94,16 @@ def phase_line(phases: dict[str, float], wall_s: float | None = None) -> str:
     if wall_s is not None and wall_s >= last:
         parts.append(f"exit {wall_s - last:.1f}s")
     return " | ".join(parts)
+
+
+def rank_line(summary: dict[str, Any]) -> str:
+    """'rank 0 0.86 GiB | rank 1 0.85 GiB RSS': each rank's whole-run peak, where several ranks trained."""
+    on_gpu = used_gpu(summary)
+    peaks = summary.get("per_rank_peak_vram_gib" if on_gpu else "per_rank_peak_rss_gib") or {}
+    if len(peaks) < 2:
+        return ""
+    shown = [f"rank {r} {'-' if v is None else f'{v:.2f}'} GiB" for r, v in sorted(peaks.items(), key=lambda kv: int(kv[0]))]
+    return "per-rank peak: " + " | ".join(shown) + ("" if on_gpu else " RSS")
 
 
 def used_gpu(summary: dict[str, Any]) -> bool:

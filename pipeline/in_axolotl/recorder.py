@@ -24,8 +24,11 @@ resolved them, so that a crash in model loading or patching can be read against 
 
 Axolotl resets CUDA's peak-memory counters at every log, so its own `memory/max_allocated` is a per-log
 figure. The recorder reads the counters at the end of each optimizer step, before that reset, and keeps
-a whole-run maximum. On a CPU it records the process's peak resident set size instead. Every rank writes
-its own `end` record (its peaks); only rank 0 writes the per-step records.
+a whole-run maximum. On a CPU it records the process's peak resident set size instead. At the end of
+training the ranks gather their peaks (torch.distributed), and each node's first process (LOCAL_RANK 0)
+writes one `end` record per rank, with its host, into its node's file: node 0's metrics.jsonl holds every
+rank's peak. The per-step records and phases are written by each node's first process too (the logged
+loss is already averaged over the ranks), so every node can judge how its run ended.
 
 Axolotl only logs a plugin that fails to import and trains on, so the launcher treats a metrics file
 without a `start` record as a failed run.
@@ -36,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,22 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
+def _writes() -> bool:
+    """Whether this process writes its node's records: the node's first (LOCAL_RANK 0)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def _gathered(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's `record`, in rank order, where several processes train together; else this one's."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [record]
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, record)
+    return [r for r in every if isinstance(r, dict)]
+
+
 def _peak_rss_gib() -> float:
     # ru_maxrss is in KiB on Linux: the whole process's peak, model loading included
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
@@ -67,9 +87,9 @@ def _since_launch() -> float | None:
 
 
 def _phase(path: Path, name: str) -> None:
-    """Append one phase record (rank 0 only: the other ranks' phases are the same moments)."""
+    """Append one phase record (a node's first process only: the other ranks' phases are the same moments)."""
     t = _since_launch()
-    if t is None or _rank() != 0:
+    if t is None or not _writes():
         return
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({"kind": "phase", "name": name, "t_s": t}) + "\n")
@@ -124,7 +144,7 @@ class _Recorder(TrainerCallback):
             self.peak_reserved = max(self.peak_reserved, torch.cuda.max_memory_reserved() / GIB)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.rank == 0:
+        if _writes():
             self._write({"kind": "start", "trainable_params": self.trainable, "total_params": self.total,
                          "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                          "max_steps": state.max_steps, "first_step": state.global_step})
@@ -145,7 +165,7 @@ class _Recorder(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
-        if self.rank != 0 or not logs:
+        if not _writes() or not logs:
             return
         step = state.global_step
         if "loss" in logs:
@@ -172,9 +192,12 @@ class _Recorder(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._sample_memory()
-        self._write({"kind": "end", "rank": self.rank, "step": state.global_step,
-                     "peak_vram_allocated_gib": self.peak_alloc, "peak_vram_reserved_gib": self.peak_reserved,
-                     "peak_rss_gib": _peak_rss_gib()})
+        mine = {"kind": "end", "rank": self.rank, "host": socket.gethostname(), "step": state.global_step,
+                "peak_vram_allocated_gib": self.peak_alloc, "peak_vram_reserved_gib": self.peak_reserved,
+                "peak_rss_gib": _peak_rss_gib()}
+        for record in _gathered(mine):
+            if _writes():
+                self._write(record)
         _phase(self.path, "trained")
 
 
@@ -196,7 +219,7 @@ class MetricsRecorder(BasePlugin):
     def pre_model_load(self, cfg: Any) -> None:
         if (target := self._target()) is not None:
             _phase(target, "data_ready")
-            if _rank() == 0:
+            if _writes():
                 keys = (*KERNELS, *LIGER_FLAGS, *ATTENTION, "plugins", "sample_packing", "attn_implementation",
                         "adapter", "gradient_checkpointing")
                 settled = {k: cfg.get(k) for k in keys}

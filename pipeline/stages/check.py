@@ -27,9 +27,14 @@ from pipeline.core.table import pipe_table
 
 
 def main(paths: list[str], *, output: str = "table", strict: bool = False, gpu_mem: str | None = None,
-         gpu: str | None = None, device: str = "auto", overrides: dict[str, Any] | None = None) -> int:
+         gpu: str | None = None, device: str = "auto", overrides: dict[str, Any] | None = None,
+         gpus: int = 1, nnodes: int = 1) -> int:
     memory = _memory(gpu_mem)
-    reports = [check_one(p, device=device, gpu=gpu, memory=memory, overrides=overrides or {}) for p in paths]
+    for flag, n in (("gpus", gpus), ("nnodes", nnodes)):
+        if n < 1:
+            raise UserError.at("<command line>", None, flag, f"--{flag} {n}: give 1 or more")
+    reports = [check_one(p, device=device, gpu=gpu, memory=memory, overrides=overrides or {}, gpus=gpus,
+                         nnodes=nnodes) for p in paths]
     errors = sum(len(r.errors) for r in reports)
     warnings = sum(len(r.warnings) for r in reports)
     code = ExitCode.USAGE if errors else ExitCode.FAILED if strict and warnings else ExitCode.OK
@@ -43,10 +48,11 @@ def main(paths: list[str], *, output: str = "table", strict: bool = False, gpu_m
 
 
 def check_one(path: str, *, device: str, gpu: str | None, memory: float | None,
-              overrides: dict[str, Any]) -> Report:
+              overrides: dict[str, Any], gpus: int = 1, nnodes: int = 1) -> Report:
     """Findings and facts for one config after the overrides (a config that does not load is a report
     with its one finding): the same entry smoke and train use, without the remembered results."""
-    return checks.run(path, overrides=overrides, device=device, gpu=gpu, gpu_mem_gib=memory)
+    return checks.run(path, overrides=overrides, device=device, gpu=gpu, gpu_mem_gib=memory, gpus=gpus,
+                      nnodes=nnodes)
 
 
 def _memory(text: str | None) -> float | None:
@@ -113,8 +119,8 @@ def facts_block(r: Report) -> list[str]:
     if m := f.get("memory"):
         lora, qlora, full = m["lora"], m["qlora"], m["full"]
         lines.append(f"  peak VRAM  LoRA ~{_gib(lora['peak_gib'])} GiB, QLoRA ~{_gib(qlora['peak_gib'])} GiB, full "
-                     f"fine-tune ~{_gib(full['peak_gib'])} GiB (estimate, one GPU, {lora['tokens_per_micro_batch']:,} "
-                     f"tokens a micro-batch)")
+                     f"fine-tune ~{_gib(full['peak_gib'])} GiB (estimate, {m.get('per', 'one GPU')}, "
+                     f"{lora['tokens_per_micro_batch']:,} tokens a micro-batch)")
         if m.get("recommendation"):
             lines.append(f"  advice     {m['recommendation']}")
     if (k := f.get("compat")) and k.get("architecture"):

@@ -32,8 +32,10 @@ from typing import Any
 from pipeline import checks
 from pipeline.checks import compute_plan, flops
 from pipeline.core import bounds, cache, config, engine, outcome, provenance, run_start, runs, safeio, section, summary
+from pipeline.core import nodes as several
 from pipeline.core.errors import SIGNALLED, ExitCode, Finding, UserError, printable
 from pipeline.core.table import pipe_table
+from pipeline.core.topology import Topology
 
 SMOKE_OVERRIDES: dict[str, Any] = {"save_strategy": "no", "eval_strategy": "no"}
 SMOKE_DROPS = ("evals_per_epoch", "saves_per_epoch", "eval_steps", "save_steps", "save_total_limit",
@@ -90,6 +92,7 @@ class Result:
             "steps": s.get("steps"),
             "world_size": s.get("world_size", 1),
             "per_rank_peak_vram_gib": s.get("per_rank_peak_vram_gib"),
+            "per_rank_peak_rss_gib": s.get("per_rank_peak_rss_gib"),
             "phases_s": s.get("phases"),
             "bounds": [v.as_dict() for v in self.verdicts],
             "ok": self.ok,
@@ -117,7 +120,7 @@ def steps_of(cfg: config.LoadedConfig, max_steps: int) -> int:
 
 
 def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path, gpus: int = 1, profile_step: int = 0,
-            since: float | None = None, reach: Any = None) -> Result:
+            since: float | None = None, reach: Any = None, nodes: Topology | None = None) -> Result:
     since = time.perf_counter() if since is None else since
     steps = steps_of(cfg, max_steps)
     merged = {**SMOKE_OVERRIDES, "max_steps": steps, **cfg.overrides}  # the user's --set wins
@@ -126,18 +129,22 @@ def run_one(cfg: config.LoadedConfig, *, max_steps: int, runs_dir: Path, gpus: i
         if key not in cfg.overrides:
             resolved.axolotl.pop(key, None)
 
+    resolved.axolotl.update(several.cpu_settings(nodes, gpus))
     resolved, chosen = compute_plan.plan(resolved, replace(reach, planned_steps=steps) if reach else None)
     run = run_start.start_run("smoke", resolved, runs_dir, compute=chosen, max_steps=steps, world_size=gpus)
+    several.join(run, nodes, gpus=gpus, subject=str(cfg.path))  # every node trains the same, or none starts
     hashes = dict(run.manifest().get("data") or {})  # what start_run hashed, once
 
     started = time.perf_counter()
     launch = started - since
     assert run.lock is not None
-    code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus),
+    extra = {engine.PROFILE_ENV: str(profile_step)} if profile_step else {}
+    code = engine.run(engine.command("train", run.path / "config.yaml", gpus=gpus, nodes=nodes),
                       engine.environment(run.metrics_path, resolved.offline, gpus=gpus,
-                                         extra={engine.PROFILE_ENV: str(profile_step)} if profile_step else None),
+                                         extra={**extra, **several.environment(nodes, gpus)}),
                       run.path / "axolotl.log", pass_fds=(run.lock.fd,))
     runtime = time.perf_counter() - started
+    several.say_lost(run, code, nodes)
 
     records = run.metrics(strict=False)
     s = summary.summarize(records)
@@ -215,7 +222,7 @@ def table(results: list[Result]) -> str:
 
 
 def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_dir: Path,
-         json_path: Path | None, gpus: int = 1, profile_step: int = 0) -> int:
+         json_path: Path | None, gpus: int = 1, profile_step: int = 0, nodes: Topology | None = None) -> int:
     since = time.perf_counter()  # the first config's launch time includes checking every config
     if max_steps < 0:
         raise UserError.at("<command line>", None, "max-steps",
@@ -237,7 +244,7 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     for cfg, _, reach in loaded:
         print(printable(f"==> smoke: {cfg.path} ({max_steps or 'config default'} steps)"), file=sys.stderr)
         result = run_one(cfg, max_steps=max_steps, runs_dir=runs_dir, gpus=gpus,
-                         profile_step=profile_step, since=since, reach=reach)
+                         profile_step=profile_step, since=since, reach=reach, nodes=nodes)
         since = time.perf_counter()
         results.append(result)
         if result.exit_code in SIGNALLED:
@@ -247,6 +254,8 @@ def main(paths: list[str], *, max_steps: int, overrides: dict[str, Any], runs_di
     for r in results:
         if line := summary.phase_line(r.summary.get("phases") or {}, r.runtime_s):
             print(printable(f"{Path(r.config).stem}: checks {r.launch_s:.1f}s | {line}"))
+        if line := summary.rank_line(r.summary):
+            print(printable(f"{Path(r.config).stem}: {line}"))
     payload = {
         "created": runs.now(),
         **provenance.record(loaded[0][0].path if loaded else None),  # git: the (first) config's folder

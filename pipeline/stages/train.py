@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pipeline import checks
 from pipeline.core import cache, config, lock, outcome, provenance, runs, safeio, summary
+from pipeline.core import nodes as several
 from pipeline.core.errors import ExitCode, UserError, printable
 from pipeline.core.proc import recorded_alive, sigterm_as_interrupt
 from pipeline.core.run_outputs import (  # noqa: F401 - checkpoints, is_complete: train's API, read by the tests
@@ -51,12 +50,13 @@ from pipeline.core.run_outputs import (  # noqa: F401 - checkpoints, is_complete
     is_complete,
     last_complete_checkpoint,
 )
+from pipeline.stages.progress import Progress  # noqa: F401 - train's API too: the tests tail through it
 
 STAGE = "train"
 
 
 def main(config_path: str | None, *, resume: str | None, overrides: dict[str, Any], runs_dir: Path,
-         gpus: int | None = None) -> int:
+         gpus: int | None = None, nodes: several.Topology | None = None) -> int:
     """Train CONFIG in a new run folder, or (with `resume`) continue an unfinished run.
 
     config_path: the axolotl YAML (required unless resuming)
@@ -64,6 +64,7 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     overrides: `--set` values, applied to this run's resolved config only (not allowed with resume)
     runs_dir: where run folders are
     gpus: processes, one per GPU, through axolotl's torchrun launcher (default 1; resumed: as before)
+    nodes: this node's place in a run over several nodes (pipeline.core.nodes), None for one node
     """
     cache.require_writable()  # prepared data and built models live there
     if resume is not None:
@@ -71,8 +72,8 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
             raise UserError.at("<command line>", None, "resume-overrides",
                                "--set cannot be combined with --resume: a run continues with its own "
                                "config.yaml; start a new run to change settings")
-        run = find_resumable(runs_dir, resume, config_path)
-        return resume_run(run, gpus=gpus)
+        run = find_resumable(runs_dir, several.resume_ref(runs_dir, resume, nodes), config_path)
+        return resume_run(run, gpus=gpus, nodes=nodes)
 
     assert config_path is not None
     gpus = gpus or 1
@@ -80,10 +81,11 @@ def main(config_path: str | None, *, resume: str | None, overrides: dict[str, An
     from pipeline.checks import compute_plan
     from pipeline.core import run_start
 
+    resolved.axolotl.update(several.cpu_settings(nodes, gpus))
     resolved, chosen = compute_plan.plan(resolved, reach)
     run = run_start.start_run(STAGE, resolved, runs_dir, compute=chosen, world_size=gpus, attempts=[])
     print(printable(f"==> train: {cfg.path} -> {run.path}"), file=sys.stderr)
-    return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None)
+    return attempt(run, gpus=gpus, offline=resolved.offline, checkpoint=None, nodes=nodes)
 
 
 def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConfig, config.ResolvedConfig, Any]:
@@ -97,12 +99,13 @@ def load(config_path: str, overrides: dict[str, Any]) -> tuple[config.LoadedConf
 
 # --- one attempt: launch axolotl, watch it, record how it ended -------------------------------------------
 
-def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None) -> int:
+def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None, nodes: several.Topology | None = None) -> int:
     """Run axolotl once on the run's config.yaml (from `checkpoint` if given); finish the manifest."""
     from pipeline.core import engine  # light: it launches axolotl in a child process and never imports it
 
     run.take_lock()
     assert run.lock is not None
+    checkpoint = several.join(run, nodes, gpus=gpus, checkpoint=checkpoint)  # every node the same, or none
     manifest = run.manifest()
     attempts = list(manifest.get("attempts") or [])
     this: dict[str, Any] = {
@@ -119,18 +122,19 @@ def attempt(run: runs.Run, *, gpus: int, offline: bool, checkpoint: Path | None)
     # SIGTERM outside axolotl's run (loading, recording) ends the attempt like Ctrl-C: recorded, exit 130
     sigterm_as_interrupt()
     args = [f"--resume-from-checkpoint={checkpoint}"] if checkpoint else []
-    cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args)
+    cmd = engine.command("train", run.path / "config.yaml", gpus=gpus, args=args, nodes=nodes)
     progress = Progress(run.metrics_path, sys.stderr)
     progress.start()
     started = time.perf_counter()
     try:
-        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus), run.path / "axolotl.log",
-                          pass_fds=(run.lock.fd,))
+        code = engine.run(cmd, engine.environment(run.metrics_path, offline, gpus=gpus, extra=several.environment(
+            nodes, gpus)), run.path / "axolotl.log", pass_fds=(run.lock.fd,))
     except KeyboardInterrupt:  # a second Ctrl-C while axolotl was already stopping
         code = 130
     finally:
         progress.stop()
     runtime = time.perf_counter() - started
+    several.say_lost(run, code, nodes)
 
     records = run.metrics(strict=False)
     s = summarize(run)
@@ -203,68 +207,6 @@ def report_line(name: str, s: dict[str, Any]) -> str:
     return line
 
 
-class Progress(threading.Thread):
-    """Prints one status line per epoch and per evaluation by tailing metrics.jsonl (cheap: 1 poll/s)."""
-
-    def __init__(self, path: Path, out: TextIO, interval: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.path, self.out, self.interval = path, out, interval
-        self.offset = path.stat().st_size if path.exists() else 0
-        self.done = threading.Event()
-        self.max_steps: int | None = None
-        self.epochs: float | None = None
-        self.last_epoch: int | None = None
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            self.poll()
-        self.poll()
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join(timeout=5)
-
-    def poll(self) -> None:
-        try:  # bytes: a damaged line must not end the thread; bounded: nor a FIFO or /dev/zero in its place
-            with safeio.open_regular(self.path, "metrics", safeio.MAX_METRICS_BYTES, follow=False) as fh:
-                fh.seek(self.offset)
-                chunk = fh.read(safeio.MAX_METRICS_BYTES)
-        except (safeio.BadFile, OSError):
-            return
-        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
-        self.offset += len(complete)
-        for line in complete.decode("utf-8", "replace").splitlines():
-            try:
-                if (record := runs.parse_record(line)) is not None:
-                    self.show(record)
-            except (ValueError, TypeError, OverflowError):  # a null loss, an epoch of 1e999: no status line
-                continue
-
-    def show(self, r: dict[str, Any]) -> None:
-        kind = r.get("kind")
-        if kind == "start":
-            self.max_steps = r.get("max_steps")
-            return
-        of = f"/{self.max_steps}" if self.max_steps else ""
-        if kind == "train" and r.get("epoch") is not None:
-            epoch = math.floor(float(r["epoch"]) + 1e-6)
-            if self.last_epoch is None and abs(float(r["epoch"]) - epoch) > 1e-6:
-                self.last_epoch = epoch  # the first step seen (of a fresh or a resumed run) ends no epoch
-            elif epoch > (self.last_epoch or 0):
-                self.last_epoch = epoch
-                self.emit(f"[train] epoch {epoch} done: step {r['step']}{of}, loss {r.get('loss'):.4f}, "
-                          f"lr {r.get('learning_rate') or 0:.2e}, {r.get('elapsed_s') or 0:.0f}s")
-        elif kind == "eval" and r.get("eval_loss") is not None:
-            self.emit(f"[train] eval at step {r['step']}{of}: validation loss {r['eval_loss']:.4f}")
-
-    def emit(self, text: str) -> None:
-        try:
-            self.out.write("\n" + text + "\n")
-            self.out.flush()
-        except (OSError, ValueError):
-            pass
-
-
 # --- resuming -----------------------------------------------------------------------------------------------
 
 def find_resumable(runs_dir: Path, ref: str, config_path: str | None) -> runs.Run:
@@ -319,9 +261,10 @@ def is_alive(manifest: dict[str, Any]) -> bool:
             and recorded_alive(manifest) is True)
 
 
-def resume_run(run: runs.Run, *, gpus: int | None) -> int:
+def resume_run(run: runs.Run, *, gpus: int | None, nodes: several.Topology | None = None) -> int:
     run.take_lock()  # from here on no other command writes this folder
     m = run.manifest()
+    several.check_resume(run, m, nodes)
     if finished(run, m):  # it may have finished while we waited to look
         raise UserError.at(str(run.path), None, "resume-finished", f"{run.name} finished already; nothing to resume")
     check_config(run, m)
@@ -357,8 +300,8 @@ def resume_run(run: runs.Run, *, gpus: int | None) -> int:
         run.update_manifest(resumes=resumes)
     except OSError as exc:
         raise runs.unwritable(run.path, exc) from None
-    return attempt(run, gpus=gpus or int(m.get("world_size") or 1), offline=bool(m.get("offline", True)),
-                   checkpoint=checkpoint)
+    return attempt(run, gpus=gpus or several.gpus_per_node(m), offline=bool(m.get("offline", True)),
+                   checkpoint=checkpoint, nodes=nodes)
 
 
 def check_config(run: runs.Run, manifest: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@ top-level modules (`cli`); parts form layers that only point down (docs/architec
 The stages are the modules a user's command runs, in `pipeline/stages/`: `check`, `smoke`, `train`,
 `merge`, `evaluate`, `runs`; shared code goes down into `core/` or `checks/`, never sideways.
 `stages/report.py` and `stages/scoring.py` are not stages: they are evaluate's helpers (how an evaluation
-is shown, how a generation is scored as text), and only evaluate imports them.
+is shown, how a generation is scored as text), and only evaluate imports them; `stages/progress.py` is train's
+(its progress lines), and only train imports it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ LAYERS = ("cli", "commands", "stages", "checks", "in_axolotl", "core")
 GPU_PROBE = "pipeline.core.gpus"
 STAGES = ("stages.check", "stages.smoke", "stages.train", "stages.merge", "stages.evaluate", "stages.runs")
 #: helpers a stage may import that sit beside the stages, with the one stage that uses each
-STAGE_HELPERS = {"stages.report": "stages.evaluate", "stages.scoring": "stages.evaluate"}
+STAGE_HELPERS = {"stages.report": "stages.evaluate", "stages.scoring": "stages.evaluate", "stages.progress": "stages.train"}
 
 
 def modules() -> dict[str, Path]:

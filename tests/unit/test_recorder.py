@@ -48,12 +48,19 @@ def test_recorder_writes_one_record_per_logged_step(tmp_path):
     assert records[0]["trainable_params"] == 10
 
 
-def test_only_rank_zero_writes_steps_but_every_rank_its_peak(tmp_path, monkeypatch):
+def test_a_node_s_other_processes_write_nothing_its_first_writes_steps_and_peaks(tmp_path, monkeypatch):
+    # the second process of a node: its peak reaches the file through the gather (one process here: none)
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     path = tmp_path / "metrics.jsonl"
     drive(path, [3.0, 2.0])
-    assert [r["kind"] for r in runs.read_jsonl(path)] == ["end"]
-    assert runs.read_jsonl(path)[0]["rank"] == 1
+    assert not path.exists() or runs.read_jsonl(path) == []
+    # the first process of node 1 (global rank 1): its node's file gets the steps and the peaks it gathered
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    drive(path, [3.0, 2.0])
+    records = runs.read_jsonl(path)
+    assert [r["kind"] for r in records] == ["start", "train", "train", "eval", "summary", "end"]
+    assert records[-1]["rank"] == 1 and records[-1]["host"]
 
 
 def test_plugin_counts_trainable_parameters_and_needs_the_env(monkeypatch, tmp_path):
