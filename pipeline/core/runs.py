@@ -27,12 +27,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import yaml
 
-from pipeline.core import lock, provenance, safeio, summary
+from pipeline.core import lock, manifest, safeio, summary
 from pipeline.core.errors import Finding, UserError, printable
+from pipeline.core.manifest import Manifest
 
 # smoke, train and evaluate still call these as runs.<name>; they live in provenance
 
@@ -101,26 +102,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
                                       f"the manifest is a JSON {type(data).__name__}, not an object; the run's "
                                       f"record is damaged: move the folder aside"))
     # a field of another type than pipeline writes there (hand-edited, damaged) reads as absent
-    return {k: v for k, v in data.items() if not (k in MANIFEST_FIELDS and _wrong_type(v, MANIFEST_FIELDS[k]))}
-
-
-def _wrong_type(value: Any, kind: type) -> bool:
-    if value is None:
-        return kind in (dict, list)
-    if kind is bool:
-        return not isinstance(value, bool)
-    return isinstance(value, bool) or not isinstance(value, kind)
-
-
-#: fields of a manifest that commands read back, and their type (str and int fields may also be null)
-MANIFEST_FIELDS: dict[str, type] = {
-    **dict.fromkeys(("run", "stage", "status", "started", "finished", "host", "last_checkpoint", "adapter",
-                     "problem"), str),
-    **dict.fromkeys(("config", "data", "summary", "overrides", "bounds", "merge", "evaluate", "git",
-                     "versions", "hardware", "trust_remote_code"), dict),
-    **dict.fromkeys(("attempts", "resumes"), list),
-    **dict.fromkeys(("pid", "exit_code", "world_size"), int), "offline": bool,
-}
+    return manifest.tolerant(data)
 
 
 @dataclass
@@ -148,11 +130,9 @@ class Run:
     def manifest(self) -> dict[str, Any]:
         return read_manifest(self.manifest_path)
 
-    def update_manifest(self, **fields: Any) -> dict[str, Any]:
-        data = self.manifest()
-        data.update(fields)
-        self.write_json(self.manifest_path, data)
-        return data
+    def update_manifest(self, /, **fields: Unpack[Manifest]) -> dict[str, Any]:
+        """manifest.update: SchemaError for a field the schema does not name or a value of another type."""
+        return manifest.update(self, **fields)
 
     def write_json(self, path: Path, obj: Any) -> None:
         """write_json into the run folder; on a full disk, the folder's reserve is given up for it."""
@@ -345,27 +325,16 @@ def prepared_data(run: Run) -> Path | None:
 def start_manifest(run: Run, *, stage: str, config_path: Path, config_sha256: str, resolved_sha256: str,
                    data_files: Iterable[Path], argv: list[str] | None = None,
                    data_hashes: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
-    manifest = {
-        "run": run.name,
-        "stage": stage,
-        "status": "running",
-        "started": now(),
-        "command": argv if argv is not None else sys.argv,
-        "config": {"path": str(config_path), "sha256": config_sha256, "resolved_sha256": resolved_sha256},
-        "data": data_hashes if data_hashes is not None else provenance.data_hashes(data_files),
-        **provenance.record(config_path),
-        **extra,
-    }
-    run.write_json(run.manifest_path, manifest)
-    return manifest
+    """manifest.start: a new run's manifest."""
+    return manifest.start(run, stage=stage, config_path=config_path, config_sha256=config_sha256,
+                          resolved_sha256=resolved_sha256, data_files=data_files, argv=argv,
+                          data_hashes=data_hashes, **extra)
 
 
-def finish_manifest(run: Run, status: str, **fields: Any) -> dict[str, Any]:
-    return run.update_manifest(status=status,
-                               finished=now(),
-                               **fields)
+def finish_manifest(run: Run, status: str, /, **fields: Unpack[Manifest]) -> dict[str, Any]:
+    """manifest.finish: how the run ended."""
+    return manifest.finish(run, status, **fields)
 
 
-def now() -> str:
-    """The time stamp every manifest and result file uses: UTC, to the second, ISO 8601."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+#: the time stamp every manifest and result file uses (it lives with the manifest's schema)
+now = manifest.now

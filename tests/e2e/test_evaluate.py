@@ -104,3 +104,13 @@ def test_a_missed_gate_exits_1_with_one_line_per_gate(cli_here, evaluated, tmp_p
                       f"base's, value {gates['val_loss_drop']['value']:.4g}"]
     assert (copy / "eval" / "report.md").read_text().startswith(f"# Evaluation of {run.name}: FAILED")
     assert json.loads((copy / "manifest.json").read_text())["evaluate"]["status"] == "failed"
+
+
+def test_the_manifest_after_train_merge_and_evaluate_is_what_the_schema_declares(evaluated):
+    from pipeline.core import manifest
+
+    run, _ = evaluated
+    on_disk = json.loads((run / "manifest.json").read_text())
+    manifest.check(on_disk)  # every field named, every value of its declared type
+    assert manifest.tolerant(on_disk) == on_disk
+    assert {"attempts", "adapter", "last_checkpoint", "merge", "evaluate"} <= set(on_disk)

@@ -68,3 +68,13 @@ def test_phases_say_where_the_wall_time_went_and_a_step_can_be_profiled(tiny_smo
     assert "matmul" in profile["groups"]  # a Llama step is mostly aten::mm on the CPU
     assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 0.01
     assert "aten::mm" in (run / "profile.txt").read_text()
+
+
+def test_the_smoke_manifest_is_what_the_schema_declares(tiny_smoke):
+    from pipeline.core import manifest
+
+    run, _ = tiny_smoke
+    on_disk = json.loads((run / "manifest.json").read_text())
+    manifest.check(on_disk)  # every field named, every value of its declared type
+    assert manifest.tolerant(on_disk) == on_disk
+    assert {"max_steps", "world_size", "exit_code", "runtime_s", "summary", "finished"} <= set(on_disk)
