@@ -67,8 +67,8 @@ def run(path: str | Path | config.LoadedConfig, *, overrides: dict[str, Any] | N
     target = replace(target_for(loaded, device, gpu, gpu_mem_gib), gpus=gpus, nnodes=nnodes)
     key = remembered.key(loaded, loaded.overrides, target.as_dict()) if remember is not None else None
     if key is not None and remember is not None and (hit := remembered.recall(remember, key)) is not None:
-        schedule = remembered.recall_schedule(remember, key)  # what a run's computation plan reads
-        return Report(str(loaded.path), found + [_for(f, for_run) for f in hit], {"schedule": schedule} if schedule else {})
+        facts = {"schedule": hit.schedule} if hit.schedule else {}  # what a run's computation plan reads
+        return Report(str(loaded.path), found + [_for(f, for_run) for f in hit.findings], facts)
     report = inspect(loaded, target)
     if key is not None and remember is not None and not errors(report.findings):
         files = [d["resolved"] for d in report.facts.get("data", []) if d.get("resolved")]
@@ -118,10 +118,7 @@ def reach_of(loaded: config.LoadedConfig, schedule: dict[str, Any]) -> Reach:
     epoch (exact where token lengths were measured) and planned steps (where exact)."""
     from pipeline.checks.compute import Reach
 
-    sequences = schedule.get("sequences")
-    steps = schedule.get("total_steps") if schedule.get("total_exact") else None
-    return Reach(weighting=section.loss_weighting(loaded), sequences=sequences if isinstance(sequences, int) else None,
-                 exact=schedule.get("exact") is True, planned_steps=steps if isinstance(steps, int) else None)
+    return Reach.of(section.loss_weighting(loaded), schedule)
 
 
 def with_overrides(loaded: config.LoadedConfig, overrides: dict[str, Any] | None) -> config.LoadedConfig:

@@ -92,6 +92,15 @@ class Reach:
     exact: bool = False
     planned_steps: int | None = None
 
+    @classmethod
+    def of(cls, weighting: str, schedule: Mapping[str, Any]) -> Reach:
+        """From the check's schedule facts (`Schedule.as_dict()`): sequences an epoch, whether exact, and the
+        planned steps where they are exact."""
+        sequences = schedule.get("sequences")
+        steps = schedule.get("total_steps") if schedule.get("total_exact") else None
+        return cls(weighting=weighting, sequences=sequences if isinstance(sequences, int) else None,
+                   exact=schedule.get("exact") is True, planned_steps=steps if isinstance(steps, int) else None)
+
     def keeps_every_sequence(self, packing: bool, micro: int, global_batch: int) -> str | None:
         """None where micro batch `micro` trains every sequence micro batch 1 does; else why not."""
         if not packing:

@@ -80,9 +80,7 @@ def for_check(ctx: Any) -> dict[str, Any] | None:
         return None
     lengths = [n for d in ctx.sets if d.key == "datasets" for n in (d.lengths or [])]
     adapter = ctx.adapter or "full"
-    sched = ctx.schedule
-    reach = Reach(weighting=str(settings.get("loss_weighting") or "per-token"), sequences=sched.sequences,
-                  exact=bool(sched.exact), planned_steps=sched.total_steps if sched.total_exact else None)
+    reach = Reach.of(str(settings.get("loss_weighting") or "per-token"), ctx.schedule.as_dict())
     choice = choose(ctx.shape, ctx.cfg, adapter, card_gib, card=card, bound_gib=bound_of(settings),
                     max_len=max(lengths) if lengths else None, reach=reach)
     return {**choice.as_dict(), "asked": asked}

@@ -17,7 +17,7 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.core import safeio
 from pipeline.core.config import LoadedConfig
@@ -57,23 +57,23 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def recall(folder: Path, key: str) -> list[Finding] | None:
+class Remembered(NamedTuple):
+    """A remembered check: its findings, and the schedule facts a run's computation plan reads (or None)."""
+
+    findings: list[Finding]
+    schedule: dict[str, Any] | None
+
+
+def recall(folder: Path, key: str) -> Remembered | None:
     try:
         data: dict[str, Any] = safeio.read_json(folder / f"{key}.json", max_bytes=safeio.MiB)
         if any(sha256_of(path) != digest for path, digest in data.get("files", {}).items()):
             return None
-        return [Finding(f["path"], f["line"], f["rule"], f["message"], f["severity"]) for f in data["findings"]]
+        found = [Finding(f["path"], f["line"], f["rule"], f["message"], f["severity"]) for f in data["findings"]]
+        schedule = data.get("schedule")
+        return Remembered(found, schedule if isinstance(schedule, dict) else None)
     except (safeio.BadFile, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # unreadable or from another version: check afresh
-
-
-def recall_schedule(folder: Path, key: str) -> dict[str, Any] | None:
-    """The schedule facts stored beside a remembered result (steps and sequences an epoch), or None."""
-    try:
-        schedule = json.loads((folder / f"{key}.json").read_text()).get("schedule")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return schedule if isinstance(schedule, dict) else None
 
 
 def store(folder: Path, key: str, found: list[Finding], files: list[str],

@@ -51,9 +51,7 @@ _LOSS_GETS_KWARGS = re.compile(
 
 def _inner_model(model: Any) -> Any:
     """The model whose forward computes the loss: through accelerate's, DDP's and PEFT's wrappers."""
-    seen = 0
-    while seen < 8:
-        seen += 1
+    for _ in range(8):  # wrappers nest a few deep; a cycle of them must not loop for ever
         if hasattr(model, "module") and not hasattr(model, "loss_function"):  # DDP / FSDP wrapper
             model = model.module
         elif hasattr(model, "get_base_model"):  # PeftModel

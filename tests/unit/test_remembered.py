@@ -105,3 +105,17 @@ def test_a_corrupt_entry_is_checked_afresh(project, tmp_path, calls):
     entry.write_text('{"findings": [{"path": 1}], "files": {}}')
     assert not checks.run(TINY, remember=cache).errors
     assert len(calls) == 2
+
+
+def test_a_remembered_result_keeps_the_schedule_a_runs_plan_reads(tmp_path):
+    """One bounded read gives the findings and the schedule facts; a result stored without them gives None."""
+    from pipeline.checks import remembered
+    from pipeline.core.errors import Finding
+
+    found = [Finding("c.yaml", 3, "some-rule", "a message", "warning")]
+    schedule = {"sequences": 13, "exact": True, "total_steps": 9, "total_exact": True}
+    remembered.store(tmp_path, "k1", found, [], schedule)
+    remembered.store(tmp_path, "k2", found, [])
+    hit = remembered.recall(tmp_path, "k1")
+    assert hit is not None and hit.findings == found and hit.schedule == schedule
+    assert remembered.recall(tmp_path, "k2").schedule is None
